@@ -1,0 +1,159 @@
+/* k2m runtime: the C kernels behind models emitted by `export-model`.
+ *
+ * One function per op and data type, parameters grouped in small structs,
+ * CMSIS-NN's conventions:
+ *   - activations are NHWC with the batch dimension dropped (Keras's layout);
+ *     a 1-D op is the 2-D op with height 1;
+ *   - conv weights are OHWI (out, kh, kw, in), dense weights (out, in);
+ *   - int8 tensors are asymmetric: real = scale * (q - zero_point); kernels
+ *     take input_offset = -input_zero_point and output_offset =
+ *     output_zero_point, weights are symmetric (zero point 0) per output
+ *     channel, biases int32 with scale input_scale * weight_scale[c];
+ *   - requantization is TFLite's: a Q31 multiplier and a shift per output
+ *     channel (k2m_requantize in k2m_math.h).
+ *   - int16 tensors (the _s16 kernels) are symmetric, zero point 0: a
+ *     conv/dense output that feeds tanh/sigmoid/softmax is kept in int16,
+ *     because an int8 pre-activation loses too much of the input range
+ *     these functions are sensitive to (TFLite has the same loss).
+ * Portable C99, no heap, no VLAs, no stdio.  The portable loops are the
+ * reference: any DSP-specialised loop added later must be bit-identical.
+ */
+#ifndef K2M_H
+#define K2M_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Geometry of a 2-D sliding-window op (conv, pool).  Padding is explicit:
+ * the exporter resolves Keras's 'same' (TensorFlow puts the odd pixel at
+ * the bottom/right) and 'causal' into pad_top/pad_left; pixels outside the
+ * input are zero for conv and excluded for pooling. */
+typedef struct {
+    int32_t in_h, in_w, in_c;
+    int32_t out_h, out_w, out_c;
+    int32_t k_h, k_w;
+    int32_t stride_h, stride_w;
+    int32_t dil_h, dil_w;
+    int32_t pad_top, pad_left;
+} k2m_window;
+
+/* int8 requantization of one layer's output. */
+typedef struct {
+    int32_t input_offset;       /* -input zero point */
+    int32_t output_offset;      /* output zero point */
+    int32_t act_min, act_max;   /* output clamp: int8 range or a fused ReLU/ReLU6 */
+    const int32_t *multiplier;  /* Q31, one per output channel */
+    const int32_t *shift;       /* >0 left, <0 right, one per output channel */
+} k2m_quant_s8;
+
+/* A dense layer applied to `batches` rows of `in_features` (Keras's Dense
+ * on an N-D input works along the last axis). */
+typedef struct {
+    int32_t batches, in_features, out_features;
+} k2m_fc_dims;
+
+/* ---- convolution (k2m_conv.c) ---------------------------------------- */
+/* bias may be NULL (no bias) in the conv and fully connected kernels. */
+void k2m_conv2d_s8(const k2m_window *g, const k2m_quant_s8 *q,
+                   const int8_t *input, const int8_t *weights,
+                   const int32_t *bias, int8_t *output);
+void k2m_conv2d_f32(const k2m_window *g, float act_min, float act_max,
+                    const float *input, const float *weights,
+                    const float *bias, float *output);
+
+/* int8 in, int16 out: the same arithmetic as k2m_conv2d_s8 (one shared
+ * loop), but the requantized value is clamped to [act_min, act_max] and
+ * stored as int16.  The exporter passes output_offset 0 (int16 is
+ * symmetric), act_min/act_max within [-32768, 32767], and shifts up to +14
+ * (an int16 output scale is ~256x finer than an int8 one). */
+void k2m_conv2d_s8_s16(const k2m_window *g, const k2m_quant_s8 *q,
+                       const int8_t *input, const int8_t *weights,
+                       const int32_t *bias, int16_t *output);
+
+/* ---- fully connected (k2m_fully_connected.c) ------------------------- */
+void k2m_fully_connected_s8(const k2m_fc_dims *d, const k2m_quant_s8 *q,
+                            const int8_t *input, const int8_t *weights,
+                            const int32_t *bias, int8_t *output);
+/* int8 in, int16 out, as k2m_conv2d_s8_s16 is to k2m_conv2d_s8. */
+void k2m_fully_connected_s8_s16(const k2m_fc_dims *d, const k2m_quant_s8 *q,
+                                const int8_t *input, const int8_t *weights,
+                                const int32_t *bias, int16_t *output);
+void k2m_fully_connected_f32(const k2m_fc_dims *d, float act_min, float act_max,
+                             const float *input, const float *weights,
+                             const float *bias, float *output);
+
+/* ---- pooling (k2m_pool.c); in_c == out_c; int8 in/out share scale and
+ * zero point, so act_min/act_max are the only parameters.  int8 average
+ * rounds to nearest, ties away from zero (TFLite).  A window with no pixel
+ * inside the input (only possible with dilation) gives the lowest value
+ * (max) or 0 (avg) before the clamp. -------------------------------------- */
+void k2m_max_pool_s8(const k2m_window *g, int32_t act_min, int32_t act_max,
+                     const int8_t *input, int8_t *output);
+void k2m_avg_pool_s8(const k2m_window *g, int32_t act_min, int32_t act_max,
+                     const int8_t *input, int8_t *output);
+void k2m_max_pool_f32(const k2m_window *g, float act_min, float act_max,
+                      const float *input, float *output);
+void k2m_avg_pool_f32(const k2m_window *g, float act_min, float act_max,
+                      const float *input, float *output);
+
+/* ---- activations (k2m_activation.c) ---------------------------------- */
+/* Any elementwise int8 function through a 256-entry table computed by the
+ * exporter: output[i] = table[input[i] + 128].  In place is allowed. */
+void k2m_lut_s8(const int8_t *input, int8_t *output, int32_t size,
+                const int8_t table[256]);
+/* Softmax over the last axis, `rows` x `cols`.  int8 output has scale 1/256
+ * and zero point -128 (TFLite's); exp_table[d] = exp(-input_scale * d)
+ * in fixed point, scaled by the exporter so that cols * exp_table[0] fits
+ * in 31 bits (the row sum is a uint32) and exp_table[0] <= 2^23 (the kernel
+ * computes (exp_table[d] << 8) + sum / 2 in 32 bits).  Each output is
+ * round((e << 8) / sum) - 128, clamped to int8. */
+void k2m_softmax_s8(const int8_t *input, int8_t *output, int32_t rows,
+                    int32_t cols, const uint32_t exp_table[256]);
+/* int16 -> int8 elementwise function (tanh, sigmoid, ...) through a
+ * 257-point table with linear interpolation: 256 table steps of 256 input
+ * steps each cover the whole int16 range, which a 65536-entry table could
+ * not afford in flash.  table[k] = 256 * (the int8 output, zero point
+ * included, at input -32768 + 256 k), so the interpolation keeps 8 extra
+ * bits.  For x, with u = x + 32768, i = u >> 8, f = u & 255:
+ *   y = table[i] + floor(((table[i+1] - table[i]) * f + 128) / 256)
+ *   output = clamp(floor((y + 128) / 256), -128, 127)
+ * (floor = arithmetic shift, k2m_asr).  Needs |table[i+1] - table[i]| <
+ * 2^23 and |table[k]| < 2^30 (no int32 overflow); the exporter's tables are
+ * within +-2^15.  Not in place: input and output have different types. */
+void k2m_lut_s16_s8(const int16_t *input, int8_t *output, int32_t size,
+                    const int32_t table[257]);
+/* Softmax over the last axis from an int16 input; output as k2m_softmax_s8
+ * (scale 1/256, zero point -128).  exp(-input_scale * d), d = max - x in
+ * [0, 65535], factors as exp_hi[d >> 8] * exp_lo[d & 255] with
+ * exp_hi[k] = exp(-input_scale * 256 k) and exp_lo[k] = exp(-input_scale * k)
+ * in Q15 (two 256-entry tables instead of one of 65536):
+ *   e = (exp_hi[d >> 8] * exp_lo[d & 255] + 2^14) >> 15
+ *   output = clamp(round_half_up((e << 8) / sum(e)) - 128, -128, 127).
+ * The exporter guarantees exp_hi[0] = exp_lo[0] = 32768 (so e <= 2^15,
+ * e << 8 <= 2^23) and cols < 65536 (so the uint32 row sum < 2^31).
+ * Not in place: input is int16, output int8. */
+void k2m_softmax_s16_s8(const int16_t *input, int8_t *output, int32_t rows,
+                        int32_t cols, const uint16_t exp_hi[256],
+                        const uint16_t exp_lo[256]);
+void k2m_softmax_f32(const float *input, float *output, int32_t rows,
+                     int32_t cols);
+void k2m_relu_f32(const float *input, float *output, int32_t size,
+                  float act_min, float act_max);
+void k2m_sigmoid_f32(const float *input, float *output, int32_t size);
+void k2m_tanh_f32(const float *input, float *output, int32_t size);
+
+/* ---- quantize / dequantize at the model boundary (k2m_quantize.c) ----- */
+/* Round half away from zero, as TFLite's reference quantize does. */
+void k2m_quantize_f32_s8(const float *input, int8_t *output, int32_t size,
+                         float scale, int32_t zero_point);
+void k2m_dequantize_s8_f32(const int8_t *input, float *output, int32_t size,
+                           float scale, int32_t zero_point);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* K2M_H */

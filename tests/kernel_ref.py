@@ -1,0 +1,269 @@
+"""numpy references for the C kernels in c_runtime/.
+
+The int8 functions reproduce the C integer arithmetic exactly (int64 numpy,
+C's truncating division, TFLite's rounding), so tests can demand bit-exact
+agreement.  The float functions compute in float64 and return, where useful,
+a per-element error scale for the tolerance (sum of |terms|), because the C
+accumulates in float32 in its own order.
+
+Geometry arguments mirror k2m_window as a dict with the same field names.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+# ---- k2m_math.h ----------------------------------------------------------
+
+def trunc_div(a, b):
+    """C's integer division (toward zero) on int64 arrays."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    q = np.abs(a) // np.abs(b)
+    return np.where((a < 0) != (b < 0), -q, q)
+
+
+def wrap_s32(x):
+    """Two's-complement wrap to int32, as gcc converts uint32 -> int32."""
+    x = np.asarray(x, np.int64) & 0xFFFFFFFF
+    return np.where(x >= 2**31, x - 2**32, x).astype(np.int64)
+
+
+def sat_rdhm(a, b):
+    a, b = np.broadcast_arrays(np.asarray(a, np.int64), np.asarray(b, np.int64))
+    ab = a * b  # |ab| <= 2^62: fits in int64
+    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
+    r = trunc_div(ab + nudge, 1 << 31)
+    return np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, r).astype(np.int64)
+
+
+def rdbp(x, exponent):
+    x, e = np.broadcast_arrays(np.asarray(x, np.int64), np.asarray(exponent, np.int64))
+    mask = (np.int64(1) << e) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> e) + (remainder > threshold)  # numpy >> is arithmetic
+
+
+def requantize(acc, multiplier, shift):
+    acc, m, s = np.broadcast_arrays(np.asarray(acc, np.int64),
+                                    np.asarray(multiplier, np.int64),
+                                    np.asarray(shift, np.int64))
+    left = np.where(s > 0, s, 0)
+    right = np.where(s > 0, 0, -s)
+    return rdbp(sat_rdhm(wrap_s32(acc << left), m), right)
+
+
+# ---- sliding windows -----------------------------------------------------
+
+def window_taps(g):
+    """Input coordinates of every tap: iy[oy, ky], ix[ox, kx] (may be out of
+    range) and their validity masks."""
+    oy, ky = np.arange(g["out_h"])[:, None], np.arange(g["k_h"])[None, :]
+    ox, kx = np.arange(g["out_w"])[:, None], np.arange(g["k_w"])[None, :]
+    iy = oy * g["stride_h"] - g["pad_top"] + ky * g["dil_h"]
+    ix = ox * g["stride_w"] - g["pad_left"] + kx * g["dil_w"]
+    vy = (iy >= 0) & (iy < g["in_h"])
+    vx = (ix >= 0) & (ix < g["in_w"])
+    return iy, ix, vy, vx
+
+
+def gather(x, g, fill):
+    """x (in_h, in_w, c) -> patches (out_h, out_w, k_h, k_w, c) and a
+    validity mask (out_h, out_w, k_h, k_w); invalid taps hold `fill`."""
+    iy, ix, vy, vx = window_taps(g)
+    cy, cx = np.clip(iy, 0, g["in_h"] - 1), np.clip(ix, 0, g["in_w"] - 1)
+    p = x[cy[:, None, :, None], cx[None, :, None, :]]  # (oh, ow, kh, kw, c)
+    valid = vy[:, None, :, None] & vx[None, :, None, :]
+    p = np.where(valid[..., None], p, fill)
+    return p, valid
+
+
+# ---- convolution / dense -------------------------------------------------
+
+def conv2d_s8(g, q, x, w, bias):
+    """x (in_h, in_w, in_c) int8, w (out_c, k_h, k_w, in_c) int8."""
+    xs = x.astype(np.int64) + q["input_offset"]
+    p, _ = gather(xs, g, 0)  # a skipped tap is a real zero
+    acc = np.einsum("yxhwc,ohwc->yxo", p, w.astype(np.int64))
+    if bias is not None:
+        acc = acc + np.asarray(bias, np.int64)
+    return _finish_s8(acc, q)
+
+
+def fully_connected_s8(q, x, w, bias):
+    """x (batches, in) int8, w (out, in) int8."""
+    acc = (x.astype(np.int64) + q["input_offset"]) @ w.astype(np.int64).T
+    if bias is not None:
+        acc = acc + np.asarray(bias, np.int64)
+    return _finish_s8(acc, q)
+
+
+def conv2d_s8_s16(g, q, x, w, bias):
+    """As conv2d_s8 but the output is int16 (k2m_conv2d_s8_s16)."""
+    xs = x.astype(np.int64) + q["input_offset"]
+    p, _ = gather(xs, g, 0)
+    acc = np.einsum("yxhwc,ohwc->yxo", p, w.astype(np.int64))
+    if bias is not None:
+        acc = acc + np.asarray(bias, np.int64)
+    return _finish(acc, q, np.int16)
+
+
+def fully_connected_s8_s16(q, x, w, bias):
+    acc = (x.astype(np.int64) + q["input_offset"]) @ w.astype(np.int64).T
+    if bias is not None:
+        acc = acc + np.asarray(bias, np.int64)
+    return _finish(acc, q, np.int16)
+
+
+def _finish_s8(acc, q):
+    return _finish(acc, q, np.int8)
+
+
+def _finish(acc, q, dtype):
+    # The C accumulates in int32: the tests must not generate overflowing sums.
+    assert acc.min() >= INT32_MIN and acc.max() <= INT32_MAX, "int32 accumulator overflow"
+    y = requantize(acc, q["multiplier"], q["shift"]) + q["output_offset"]
+    info = np.iinfo(dtype)
+    assert info.min <= q["act_min"] <= q["act_max"] <= info.max, "clamp outside the output type"
+    return np.clip(y, q["act_min"], q["act_max"]).astype(dtype)
+
+
+def conv2d_f32(g, act_min, act_max, x, w, bias):
+    """Returns (result, error scale)."""
+    p, _ = gather(x.astype(np.float64), g, 0.0)
+    w = w.astype(np.float64)
+    acc = np.einsum("yxhwc,ohwc->yxo", p, w)
+    mag = np.einsum("yxhwc,ohwc->yxo", np.abs(p), np.abs(w))
+    if bias is not None:
+        acc = acc + bias
+        mag = mag + np.abs(bias)
+    return np.clip(acc, act_min, act_max), mag
+
+
+def fully_connected_f32(act_min, act_max, x, w, bias):
+    x, w = x.astype(np.float64), w.astype(np.float64)
+    acc, mag = x @ w.T, np.abs(x) @ np.abs(w).T
+    if bias is not None:
+        acc, mag = acc + bias, mag + np.abs(bias)
+    return np.clip(acc, act_min, act_max), mag
+
+
+# ---- pooling -------------------------------------------------------------
+
+def max_pool_s8(g, act_min, act_max, x):
+    p, _ = gather(x.astype(np.int64), g, -128)  # empty window -> INT8_MIN
+    return np.clip(p.max(axis=(2, 3)), act_min, act_max).astype(np.int8)
+
+
+def avg_pool_s8(g, act_min, act_max, x):
+    p, valid = gather(x.astype(np.int64), g, 0)
+    total = p.sum(axis=(2, 3))
+    count = valid.sum(axis=(2, 3))[..., None].astype(np.int64)
+    safe = np.maximum(count, 1)
+    half = safe // 2
+    avg = np.where(total > 0, trunc_div(total + half, safe), trunc_div(total - half, safe))
+    avg = np.where(count > 0, avg, 0)
+    return np.clip(avg, act_min, act_max).astype(np.int8)
+
+
+def max_pool_f32(g, act_min, act_max, x):
+    lowest = -np.finfo(np.float32).max
+    p, _ = gather(x.astype(np.float64), g, lowest)
+    return np.clip(p.max(axis=(2, 3)), act_min, act_max)
+
+
+def avg_pool_f32(g, act_min, act_max, x):
+    """Returns (result, error scale)."""
+    p, valid = gather(x.astype(np.float64), g, 0.0)
+    count = valid.sum(axis=(2, 3))[..., None]
+    safe = np.maximum(count, 1)
+    avg = np.where(count > 0, p.sum(axis=(2, 3)) / safe, 0.0)
+    mag = np.abs(p).sum(axis=(2, 3)) / safe
+    return np.clip(avg, act_min, act_max), mag
+
+
+# ---- activations ---------------------------------------------------------
+
+def lut_s8(x, table):
+    return np.asarray(table, np.int8)[x.astype(np.int64) + 128]
+
+
+def softmax_s8(x, exp_table):
+    """x (rows, cols) int8, exp_table 256 uint32."""
+    x = x.astype(np.int64)
+    t = np.asarray(exp_table, np.int64)
+    e = t[x.max(axis=1, keepdims=True) - x]
+    s = e.sum(axis=1, keepdims=True)
+    assert s.max() < 2**31 and t[0] <= 2**23, "exp_table violates k2m.h's bounds"
+    p = ((e << 8) + s // 2) // s  # all non-negative: floor == truncation
+    return np.clip(p - 128, -128, 127).astype(np.int8)
+
+
+def asr(x, n):
+    """k2m_asr: floor(x / 2^n) (numpy's >> on signed ints is arithmetic)."""
+    return np.asarray(x, np.int64) >> n
+
+
+def lut_s16_s8(x, table):
+    """x int16, table 257 int32 (256 x int8 output units): interpolation
+    with every step floored, as k2m_lut_s16_s8."""
+    t = np.asarray(table, np.int64)
+    assert t.size == 257
+    assert np.abs(np.diff(t)).max() < 2**23 and np.abs(t).max() < 2**30, "table outside k2m.h's bounds"
+    u = x.astype(np.int64) + 32768
+    i, f = u >> 8, u & 255
+    y = t[i] + asr((t[i + 1] - t[i]) * f + 128, 8)
+    return np.clip(asr(y + 128, 8), -128, 127).astype(np.int8)
+
+
+def softmax_s16_s8(x, exp_hi, exp_lo):
+    """x (rows, cols) int16, exp_hi/exp_lo 256 uint16 Q15 factor tables."""
+    hi, lo = np.asarray(exp_hi, np.int64), np.asarray(exp_lo, np.int64)
+    assert hi[0] == lo[0] == 32768 and hi.max() <= 65535 and lo.max() <= 65535
+    x = x.astype(np.int64)
+    d = x.max(axis=1, keepdims=True) - x  # 0..65535
+    e = (hi[d >> 8] * lo[d & 255] + (1 << 14)) >> 15
+    s = e.sum(axis=1, keepdims=True)
+    assert s.max() < 2**31 and e.max() <= 2**15
+    p = ((e << 8) + s // 2) // s  # all non-negative: floor == truncation
+    return np.clip(p - 128, -128, 127).astype(np.int8)
+
+
+def softmax_f32(x):
+    x = x.astype(np.float64)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def relu_f32(x, act_min, act_max):
+    return np.clip(x.astype(np.float64), act_min, act_max)
+
+
+def sigmoid_f32(x):
+    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+
+
+def tanh_f32(x):
+    return np.tanh(x.astype(np.float64))
+
+
+# ---- quantize / dequantize -----------------------------------------------
+
+def quantize_f32_s8(x, scale, zero_point):
+    """Bit-exact: every step is the same float32 operation the C performs."""
+    x = np.asarray(x, np.float32)
+    with np.errstate(all="ignore"):
+        v = x / np.float32(scale)
+        nan = np.isnan(v)
+        v = np.clip(np.where(nan, np.float32(0), v), np.float32(-512), np.float32(512))
+        half = np.float32(0.5)
+        r = np.trunc(np.where(v >= 0, v + half, v - half)).astype(np.int64) + zero_point
+    r = np.where(nan, zero_point, r)
+    return np.clip(r, -128, 127).astype(np.int8)
+
+
+def dequantize_s8_f32(q, scale, zero_point):
+    d = (q.astype(np.int64) - zero_point).astype(np.float32)
+    return (np.float32(scale) * d).astype(np.float32)
