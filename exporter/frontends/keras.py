@@ -1,0 +1,385 @@
+"""Keras model → IR graph.
+
+One small handler per Keras layer class, registered in `HANDLERS` by class
+(never by layer name).  A handler reads the layer's config and weights,
+checks them (`validate`), and adds IR nodes through a `LayerContext`.
+Unknown layers are collected and reported together, never skipped.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import validate
+from ..errors import ExportError, UnsupportedModelError
+from ..ir import Graph, Node
+from ..validate import LayerInfo
+from . import keras_file
+
+HANDLERS: dict = {}
+
+# Activations a conv/dense applies as an output clamp; others become a node.
+CLAMPS = {"linear": (None, None), "relu": (0.0, None), "relu6": (0.0, 6.0)}
+ELEMENTWISE = {"sigmoid", "tanh"}
+
+
+def handles(*classes):
+    def register(fn):
+        for cls in classes:
+            HANDLERS[cls] = fn
+        return fn
+    return register
+
+
+class LayerContext:
+    """What a handler sees: its layer, its input tensors, and the graph."""
+
+    def __init__(self, graph: Graph, layer, inputs: list, infos: list):
+        self.graph = graph
+        self.layer = layer
+        self.cls = type(layer).__name__
+        self.config = layer.get_config()
+        self.inputs = inputs
+        self.infos = infos
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    @property
+    def in_shape(self) -> tuple:
+        return self.graph.tensors[self.inputs[0]].shape
+
+    def add(self, op, inputs, out_shape, attrs=None, weights=None, suffix=""):
+        validate.check_output_shape(self.name, self.cls, self.in_shape, out_shape)
+        out = self.graph.add_tensor(self.name + suffix, out_shape)
+        self.graph.add_node(Node(
+            name=self.name + suffix, op=op, inputs=list(inputs),
+            outputs=[out.name], attrs=dict(attrs or {}),
+            weights=dict(weights or {}), layer=self.name, keras_class=self.cls))
+        return out.name
+
+    def info(self, out_shape, **kw) -> LayerInfo:
+        info = LayerInfo(self.name, self.cls, self.in_shape, tuple(out_shape), **kw)
+        self.infos.append(info)
+        return info
+
+    def weights(self):
+        arrays = [np.asarray(w, dtype=np.float32) for w in self.layer.get_weights()]
+        validate.check_finite(self.name, self.cls, arrays)
+        return arrays
+
+    def unsupported(self, why: str):
+        raise UnsupportedModelError(f"layer '{self.name}' ({self.cls}): {why}")
+
+    def channels_last(self):
+        if self.config.get("data_format", "channels_last") != "channels_last":
+            self.unsupported("data_format='channels_first' is not supported; "
+                             "use channels_last (the Keras default)")
+
+    def activation(self, name: str, tensor: str) -> tuple:
+        """Split `activation=` into a fused clamp and, if needed, a node."""
+        if not isinstance(name, str):
+            self.unsupported("a custom activation function cannot be exported")
+        if name in CLAMPS:
+            return CLAMPS[name], None
+        if name in ELEMENTWISE or name == "softmax":
+            return CLAMPS["linear"], name
+        self.unsupported(f"activation '{name}' is not supported yet "
+                         f"(supported: {', '.join(sorted(set(CLAMPS) | ELEMENTWISE | {'softmax'}))})")
+
+    def add_activation(self, func: str, tensor: str, suffix="_act") -> str:
+        shape = self.graph.tensors[tensor].shape
+        if func == "softmax":
+            return self.add("softmax", [tensor], shape, {"axis": -1}, suffix=suffix)
+        return self.add("activation", [tensor], shape, {"func": func}, suffix=suffix)
+
+
+# ---- padding -------------------------------------------------------------
+
+def window_1d(size, k, stride, dilation, padding):
+    """Output length and leading pad, as TensorFlow computes them."""
+    span = (k - 1) * dilation + 1
+    if padding == "valid":
+        return (size - span) // stride + 1, 0
+    if padding == "same":
+        out = -(-size // stride)
+        total = max((out - 1) * stride + span - size, 0)
+        return out, total // 2  # the odd pixel goes after, as in TF
+    if padding == "causal":
+        return (size - 1) // stride + 1, span - 1
+    raise ValueError(padding)
+
+
+def window_attrs(in_hw, k, strides, dilation, padding):
+    (h, w), (kh, kw), (sh, sw), (dh, dw) = in_hw, k, strides, dilation
+    oh, pt = window_1d(h, kh, sh, dh, padding if padding != "causal" else "valid")
+    ow, pl = window_1d(w, kw, sw, dw, padding)
+    return (oh, ow), {"kernel": (kh, kw), "strides": (sh, sw),
+                      "dilation": (dh, dw), "pad": (pt, pl), "padding": padding}
+
+
+def as_pair(v):
+    return tuple(int(x) for x in v) if isinstance(v, (list, tuple)) else (int(v),)
+
+
+# ---- handlers ------------------------------------------------------------
+
+def _conv(ctx: LayerContext, one_d: bool):
+    c = ctx.config
+    ctx.channels_last()
+    if c.get("groups", 1) != 1:
+        ctx.unsupported("grouped convolution (groups > 1) is not supported yet")
+    ws = ctx.weights()
+    kernel, bias = ws[0], (ws[1] if c["use_bias"] else None)
+    k, strides, dil = as_pair(c["kernel_size"]), as_pair(c["strides"]), as_pair(c["dilation_rate"])
+    if one_d:
+        steps, cin = ctx.in_shape
+        in_hw, k, strides, dil = (1, steps), (1,) + k, (1,) + strides, (1,) + dil
+        expected, dims = (k[1], cin, c["filters"]), ("k", "in", "out")
+        c_weights = kernel.transpose(2, 0, 1)[:, None, :, :]
+    else:
+        h, w, cin = ctx.in_shape
+        in_hw = (h, w)
+        expected, dims = (k[0], k[1], cin, c["filters"]), ("kh", "kw", "in", "out")
+        c_weights = kernel.transpose(3, 0, 1, 2)
+    validate.check_kernel(ctx.name, ctx.cls, kernel.shape, expected, dims)
+    (oh, ow), attrs = window_attrs(in_hw, k, strides, dil, c["padding"])
+    cout = c["filters"]
+    out_shape = (ow, cout) if one_d else (oh, ow, cout)
+    clamp, func = ctx.activation(c["activation"], None)
+    attrs.update(clamp=clamp, in_hw=in_hw, out_hw=(oh, ow))
+    weights = {"kernel": np.ascontiguousarray(c_weights)}
+    if bias is not None:
+        weights["bias"] = bias
+    params = kernel.size + (0 if bias is None else bias.size)
+    info = ctx.info(out_shape, kernel_shape=kernel.shape, kernel_dims=dims,
+                    c_layout=c_weights.shape, c_dims=("out", "kh", "kw", "in"),
+                    params=params, macs=oh * ow * cout * k[0] * k[1] * cin)
+    if one_d:
+        validate.conv1d_warnings(info)
+    t = ctx.add("conv2d", ctx.inputs, out_shape, attrs, weights)
+    return ctx.add_activation(func, t) if func else t
+
+
+@handles("Conv1D")
+def conv1d(ctx):
+    return _conv(ctx, one_d=True)
+
+
+@handles("Conv2D")
+def conv2d(ctx):
+    return _conv(ctx, one_d=False)
+
+
+@handles("Dense")
+def dense(ctx):
+    c = ctx.config
+    ws = ctx.weights()
+    kernel, bias = ws[0], (ws[1] if c["use_bias"] else None)
+    fin, units = ctx.in_shape[-1], c["units"]
+    validate.check_kernel(ctx.name, ctx.cls, kernel.shape, (fin, units), ("in", "out"))
+    out_shape = ctx.in_shape[:-1] + (units,)
+    clamp, func = ctx.activation(c["activation"], None)
+    weights = {"kernel": np.ascontiguousarray(kernel.T)}
+    if bias is not None:
+        weights["bias"] = bias
+    batches = int(np.prod(ctx.in_shape[:-1], dtype=np.int64))
+    info = ctx.info(out_shape, kernel_shape=kernel.shape, kernel_dims=("in", "out"),
+                    c_layout=(units, fin), c_dims=("out", "in"),
+                    params=kernel.size + (0 if bias is None else bias.size),
+                    macs=batches * fin * units)
+    validate.dense_nd_warning(info)
+    t = ctx.add("dense", ctx.inputs, out_shape, {"clamp": clamp}, weights)
+    return ctx.add_activation(func, t) if func else t
+
+
+def _pool(ctx, op, one_d):
+    c = ctx.config
+    ctx.channels_last()
+    k = as_pair(c["pool_size"])
+    strides = as_pair(c["strides"] or c["pool_size"])
+    if one_d:
+        steps, ch = ctx.in_shape
+        in_hw, k, strides = (1, steps), (1,) + k, (1,) + strides
+    else:
+        h, w, ch = ctx.in_shape
+        in_hw = (h, w)
+    (oh, ow), attrs = window_attrs(in_hw, k, strides, (1, 1), c["padding"])
+    out_shape = (ow, ch) if one_d else (oh, ow, ch)
+    attrs.update(clamp=CLAMPS["linear"], in_hw=in_hw, out_hw=(oh, ow))
+    ctx.info(out_shape, macs=oh * ow * ch * k[0] * k[1])
+    return ctx.add(op, ctx.inputs, out_shape, attrs)
+
+
+@handles("MaxPooling1D")
+def max_pool1d(ctx):
+    return _pool(ctx, "max_pool", True)
+
+
+@handles("MaxPooling2D")
+def max_pool2d(ctx):
+    return _pool(ctx, "max_pool", False)
+
+
+@handles("AveragePooling1D")
+def avg_pool1d(ctx):
+    return _pool(ctx, "avg_pool", True)
+
+
+@handles("AveragePooling2D")
+def avg_pool2d(ctx):
+    return _pool(ctx, "avg_pool", False)
+
+
+def _global_pool(ctx, op):
+    ctx.channels_last()
+    shape = ctx.in_shape
+    in_hw = (1, shape[0]) if len(shape) == 2 else shape[:2]
+    ch = shape[-1]
+    keep = ctx.config.get("keepdims", False)
+    out_shape = ((1,) * (len(shape) - 1) + (ch,)) if keep else (ch,)
+    attrs = {"kernel": in_hw, "strides": (1, 1), "dilation": (1, 1), "pad": (0, 0),
+             "padding": "valid", "clamp": CLAMPS["linear"], "in_hw": in_hw,
+             "out_hw": (1, 1)}
+    ctx.info(out_shape, macs=in_hw[0] * in_hw[1] * ch)
+    return ctx.add(op, ctx.inputs, out_shape, attrs)
+
+
+@handles("GlobalMaxPooling1D", "GlobalMaxPooling2D")
+def global_max_pool(ctx):
+    return _global_pool(ctx, "max_pool")
+
+
+@handles("GlobalAveragePooling1D", "GlobalAveragePooling2D")
+def global_avg_pool(ctx):
+    return _global_pool(ctx, "avg_pool")
+
+
+@handles("Flatten")
+def flatten(ctx):
+    if len(ctx.in_shape) > 1:
+        ctx.channels_last()
+    out_shape = (int(np.prod(ctx.in_shape)),)
+    ctx.info(out_shape)
+    return ctx.add("reshape", ctx.inputs, out_shape)
+
+
+@handles("Reshape")
+def reshape(ctx):
+    target = list(ctx.config["target_shape"])
+    total = int(np.prod(ctx.in_shape))
+    if -1 in target:
+        known = int(np.prod([d for d in target if d != -1]))
+        target[target.index(-1)] = total // known if known else 0
+    if int(np.prod(target)) != total:
+        ctx.unsupported(f"cannot reshape {ctx.in_shape} to {tuple(target)}")
+    ctx.info(tuple(target))
+    return ctx.add("reshape", ctx.inputs, tuple(target))
+
+
+@handles("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise",
+         "GaussianDropout", "AlphaDropout", "ActivityRegularization")
+def inference_identity(ctx):
+    """Training-only layers: identity at inference, removed by a pass."""
+    ctx.info(ctx.in_shape)
+    return ctx.add("identity", ctx.inputs, ctx.in_shape)
+
+
+@handles("Activation")
+def activation_layer(ctx):
+    clamp, func = ctx.activation(ctx.config["activation"], None)
+    ctx.info(ctx.in_shape)
+    if func:
+        return ctx.add_activation(func, ctx.inputs[0], suffix="")
+    return ctx.add("activation", ctx.inputs, ctx.in_shape,
+                   {"func": "clamp", "clamp": clamp})
+
+
+@handles("ReLU")
+def relu_layer(ctx):
+    c = ctx.config
+    if c.get("negative_slope") or c.get("threshold"):
+        ctx.unsupported("ReLU with negative_slope or threshold is not supported yet")
+    top = c.get("max_value")
+    ctx.info(ctx.in_shape)
+    return ctx.add("activation", ctx.inputs, ctx.in_shape,
+                   {"func": "clamp", "clamp": (0.0, None if top is None else float(top))})
+
+
+@handles("Softmax")
+def softmax_layer(ctx):
+    axis = ctx.config.get("axis", -1)
+    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+    if axis not in (-1, len(ctx.in_shape)):
+        ctx.unsupported(f"softmax over axis {axis} is not supported; only the last axis")
+    ctx.info(ctx.in_shape)
+    return ctx.add("softmax", ctx.inputs, ctx.in_shape, {"axis": -1})
+
+
+# ---- graph walk ----------------------------------------------------------
+
+def supported_classes() -> set:
+    return set(HANDLERS)
+
+
+def _functional(model):
+    import keras
+    if isinstance(model, keras.Sequential):
+        f = getattr(model, "_functional", None)
+        if f is None:
+            raise ExportError("the Sequential model has no input shape; build it "
+                              "with keras.Input(shape=...) first")
+        return f
+    return model
+
+
+def check_classes(model) -> None:
+    """For models passed in memory: the same all-at-once check as for files."""
+    bad = [f"'{l.name}' ({type(l).__name__})" for l in _functional(model)._operations
+           if type(l).__name__ not in HANDLERS and type(l).__name__ != "InputLayer"]
+    if bad:
+        raise UnsupportedModelError(
+            f"the model has {len(bad)} unsupported layer{'s' if len(bad) > 1 else ''}: "
+            + "; ".join(bad) + f". Supported layers: {', '.join(sorted(HANDLERS))}")
+
+
+def to_graph(model, name: str):
+    """Lower a Keras model to an IR graph; returns (graph, layer infos)."""
+    check_classes(model)
+    f = _functional(model)
+    graph = Graph(name)
+    infos: list = []
+    known: dict = {}  # id(KerasTensor) -> IR tensor name
+    for t in f.inputs:
+        shape = tuple(t.shape[1:])
+        if any(d is None or d <= 0 for d in shape):
+            raise ExportError(f"model input '{t.name}' has shape {tuple(t.shape)}; "
+                              f"every dimension but the batch must be fixed and > 0")
+        known[id(t)] = graph.add_tensor(t.name, shape).name
+        graph.inputs.append(known[id(t)])
+    # Keras's own execution order: deepest nodes (nearest the inputs) first.
+    for depth in sorted(f._nodes_by_depth, reverse=True):
+        for node in f._nodes_by_depth[depth]:
+            layer = node.operation
+            if type(layer).__name__ == "InputLayer":
+                continue
+            ins = [id(t) for t in node.input_tensors]
+            ctx = LayerContext(graph, layer, [known[i] for i in ins], infos)
+            out = HANDLERS[type(layer).__name__](ctx)
+            kt = node.output_tensors[0]
+            ours, theirs = graph.tensors[out].shape, tuple(kt.shape[1:])
+            if ours != theirs:
+                raise UnsupportedModelError(
+                    f"layer '{layer.name}' ({ctx.cls}): Keras says its output is "
+                    f"{theirs} but the exporter computed {ours}; please report this")
+            known[id(kt)] = out
+    graph.outputs = [known[id(t)] for t in f.outputs]
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise UnsupportedModelError(
+            f"the model has {len(graph.inputs)} inputs and {len(graph.outputs)} "
+            f"outputs; this version exports models with one input and one output")
+    return graph, infos
+
+
+def load(path: str):
+    return keras_file.load(path, supported_classes())

@@ -1,0 +1,117 @@
+"""A numpy float interpreter of the IR.
+
+It gives every intermediate tensor, including those Keras never exposes
+(a conv's output before a split-off sigmoid), so calibration sees exactly the
+tensors the C code will hold.  Tests also use it to check the lowering
+against Keras independently of the C code.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _pad(x, attrs, value):
+    (kh, kw), (sh, sw), (dh, dw) = attrs["kernel"], attrs["strides"], attrs["dilation"]
+    (oh, ow), (pt, pl) = attrs["out_hw"], attrs["pad"]
+    need_h = (oh - 1) * sh + (kh - 1) * dh + 1
+    need_w = (ow - 1) * sw + (kw - 1) * dw + 1
+    h, w = x.shape[1:3]
+    pb, pr = max(need_h - h - pt, 0), max(need_w - w - pl, 0)
+    return np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=value)
+
+
+def _taps(xp, attrs):
+    """Yield (ky, kx, view of the input pixels that tap sees per output)."""
+    (kh, kw), (sh, sw), (dh, dw) = attrs["kernel"], attrs["strides"], attrs["dilation"]
+    oh, ow = attrs["out_hw"]
+    for ky in range(kh):
+        for kx in range(kw):
+            y0, x0 = ky * dh, kx * dw
+            yield ky, kx, xp[:, y0:y0 + (oh - 1) * sh + 1:sh, x0:x0 + (ow - 1) * sw + 1:sw, :]
+
+
+def _clamp(y, clamp):
+    lo, hi = clamp
+    if lo is not None:
+        y = np.maximum(y, lo)
+    if hi is not None:
+        y = np.minimum(y, hi)
+    return y
+
+
+def _as_nhwc(x, attrs):
+    h, w = attrs["in_hw"]
+    return x.reshape(x.shape[0], h, w, -1)
+
+
+def conv2d(node, x):
+    a = node.attrs
+    xp = _pad(_as_nhwc(x, a), a, 0.0).astype(np.float64)
+    w = node.weights["kernel"].astype(np.float64)  # OHWI
+    y = 0.0
+    for ky, kx, view in _taps(xp, a):
+        y = y + view @ w[:, ky, kx, :].T
+    if "bias" in node.weights:
+        y = y + node.weights["bias"]
+    return _clamp(y, a["clamp"])
+
+
+def dense(node, x):
+    y = x.astype(np.float64) @ node.weights["kernel"].T.astype(np.float64)
+    if "bias" in node.weights:
+        y = y + node.weights["bias"]
+    return _clamp(y, node.attrs["clamp"])
+
+
+def max_pool(node, x):
+    a = node.attrs
+    xp = _pad(_as_nhwc(x, a), a, -np.inf)
+    y = np.max([v for _, _, v in _taps(xp, a)], axis=0)
+    return _clamp(y, a["clamp"])
+
+
+def avg_pool(node, x):
+    a = node.attrs
+    xh = _as_nhwc(x, a)
+    xp = _pad(xh, a, 0.0).astype(np.float64)
+    ones = _pad(np.ones_like(xh[:1, :, :, :1]), a, 0.0)
+    total = sum(v for _, _, v in _taps(xp, a))
+    count = sum(v for _, _, v in _taps(ones, a))  # padding is not counted
+    return _clamp(total / count, a["clamp"])
+
+
+def activation(node, x):
+    func = node.attrs["func"]
+    if func == "clamp":
+        return _clamp(x, node.attrs["clamp"])
+    if func == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-x))
+    if func == "tanh":
+        return np.tanh(x)
+    raise KeyError(func)
+
+
+def softmax(node, x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def reshape(node, x):
+    return x
+
+
+identity = reshape
+
+RUN = {"conv2d": conv2d, "dense": dense, "max_pool": max_pool, "avg_pool": avg_pool,
+       "activation": activation, "softmax": softmax, "reshape": reshape,
+       "identity": identity}
+
+
+def run(graph, x: np.ndarray) -> dict:
+    """All tensors for a batch `x` of model inputs (batch axis first)."""
+    values = {graph.inputs[0]: np.asarray(x, dtype=np.float64)}
+    for node in graph.nodes:
+        y = RUN[node.op](node, values[node.inputs[0]])
+        shape = graph.tensors[node.outputs[0]].shape
+        values[node.outputs[0]] = np.asarray(y).reshape((x.shape[0],) + shape)
+    return values

@@ -1,0 +1,11 @@
+"""Graph optimisations, run in order between lowering and quantization."""
+from .fuse_activation import fuse_activations
+from .remove_identity import remove_identities
+
+PIPELINE = (remove_identities, fuse_activations)
+
+
+def optimise(graph):
+    for p in PIPELINE:
+        p(graph)
+    return graph
