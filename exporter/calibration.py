@@ -1,0 +1,40 @@
+"""Reading and checking calibration samples (.npy or .npz)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ExportError
+
+
+def load(source, input_shape: tuple) -> np.ndarray:
+    """Samples as float32 of shape (N,) + input_shape, or a clear error."""
+    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+        where = f"calibration file '{source}'"
+        try:
+            data = np.load(source, allow_pickle=False)
+        except Exception as e:
+            raise ExportError(f"cannot read {where}: expected a .npy or .npz array "
+                              f"({type(e).__name__})") from None
+        if isinstance(data, np.lib.npyio.NpzFile):
+            keys = sorted(data.files)
+            if not keys:
+                raise ExportError(f"{where} holds no arrays")
+            data = data["x" if "x" in keys else keys[0]]
+    else:
+        where, data = "calibration data", source
+    data = np.asarray(data)
+    if data.dtype.kind not in "fiub":
+        raise ExportError(f"{where} has dtype {data.dtype}; expected numbers")
+    size = int(np.prod(input_shape))
+    if data.size == 0 or len(data) == 0:
+        raise ExportError(f"{where} is empty; pass at least one sample of shape {input_shape}")
+    if tuple(data.shape[1:]) != tuple(input_shape):
+        if data.ndim >= 1 and data[0].size == size and data.size == len(data) * size:
+            data = data.reshape((len(data),) + tuple(input_shape))
+        else:
+            raise ExportError(f"{where} has shape {data.shape}; expected (N,) + the "
+                              f"model input {tuple(input_shape)}")
+    data = data.astype(np.float32)
+    if not np.all(np.isfinite(data)):
+        raise ExportError(f"{where} contains NaN or Inf values")
+    return data

@@ -1,0 +1,211 @@
+"""Emit the model's C folder from a planned graph (DESIGN.md, "The emitted folder").
+
+The jinja2 templates in templates/ render PREFIX.h, PREFIX.c and
+PREFIX_weights.h; the kernels the model uses are copied from c_runtime/.
+Output is deterministic: no timestamps, stable order, fixed float format.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from .planner import Plan
+
+RUNTIME_DIR = "k2m_runtime"
+RUNTIME_ALWAYS = ["k2m.h", "k2m_math.h", "k2m_quantize.c"]
+RUNTIME_FOR_OP = {"conv2d": "k2m_conv.c", "dense": "k2m_fully_connected.c",
+                  "max_pool": "k2m_pool.c", "avg_pool": "k2m_pool.c",
+                  "activation": "k2m_activation.c", "softmax": "k2m_activation.c"}
+NO_CODE = {"reshape", "identity"}
+FLOAT_MAX = "3.40282347e+38f"
+
+
+def package_dir(name: str) -> Path:
+    """templates/ and c_runtime/: inside the package when installed, else the repo root."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / name, here.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"{name}/ is missing from the exporter installation")
+
+
+def c_float(x: float) -> str:
+    s = f"{float(np.float32(x)):.9g}"
+    if not any(ch in s for ch in ".en"):
+        s += ".0"
+    return s + "f"
+
+
+def c_array_body(values: np.ndarray, per_line: int) -> str:
+    if values.dtype.kind == "f":
+        items = [c_float(v) for v in values.ravel()]
+    else:
+        items = [str(int(v)) for v in values.ravel()]
+    lines = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
+    return "    " + ",\n    ".join(lines)
+
+
+CTYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.int32): "int32_t",
+          np.dtype(np.uint16): "uint16_t", np.dtype(np.uint32): "uint32_t",
+          np.dtype(np.float32): "float"}
+TENSOR_CTYPES = {"int8": "int8_t", "int16": "int16_t", "float32": "float"}
+
+
+class Emitter:
+    def __init__(self, graph, plan: Plan, prefix: str):
+        self.g, self.plan, self.p = graph, plan, prefix
+        self.arrays: list = []
+        self.int8 = graph.dtype == "int8"
+
+    def const(self, node, role: str, values: np.ndarray, comment: str) -> str:
+        values = np.ascontiguousarray(values)
+        name = f"{self.p}_{c_ident(node.name)}_{role}"
+        ctype = CTYPES[values.dtype]
+        per_line = 16 if values.dtype.itemsize == 1 else 8
+        self.arrays.append({"name": name, "ctype": ctype, "size": max(values.size, 1),
+                            "body": c_array_body(values, per_line), "comment": comment,
+                            "nbytes": values.nbytes, "layer": node.layer})
+        return name
+
+    def tensor(self, name: str) -> str:
+        ctype = TENSOR_CTYPES[self.g.tensors[name].dtype]
+        return f"{self.p.upper()}_TENSOR({ctype}, {self.plan.offsets[name]})"
+
+    def macro(self, node, tin, tout) -> str:
+        """The ops.c.j2 macro: op and data types (s8, s8_s16, s16, f32)."""
+        if not self.int8:
+            return f"{node.op}_f32"
+        if tout.dtype == "int16":
+            return f"{node.op}_s8_s16"
+        return f"{node.op}_{'s16' if tin.dtype == 'int16' else 's8'}"
+
+    def clamp_f32(self, clamp):
+        lo, hi = clamp
+        return (c_float(lo) if lo is not None else "-" + FLOAT_MAX,
+                c_float(hi) if hi is not None else FLOAT_MAX)
+
+    def step(self, node) -> dict:
+        tin, tout = self.g.tensors[node.inputs[0]], self.g.tensors[node.outputs[0]]
+        s = {"input": self.tensor(tin.name), "output": self.tensor(tout.name),
+             "macro": self.macro(node, tin, tout),
+             "comment": f"{node.layer}: {node.keras_class} -> {node.op} "
+                        f"{tin.shape} -> {tout.shape}"}
+        if node.attrs.get("fused"):
+            s["comment"] += f", fused {', '.join(node.attrs['fused'])}"
+        getattr(self, "_" + node.op)(node, tin, tout, s)
+        return s
+
+    def _window(self, node, tin, tout):
+        a = node.attrs
+        (ih, iw), (oh, ow) = a["in_hw"], a["out_hw"]
+        return {"in_h": ih, "in_w": iw, "in_c": tin.shape[-1], "out_h": oh, "out_w": ow,
+                "out_c": tout.shape[-1], "k_h": a["kernel"][0], "k_w": a["kernel"][1],
+                "stride_h": a["strides"][0], "stride_w": a["strides"][1],
+                "dil_h": a["dilation"][0], "dil_w": a["dilation"][1],
+                "pad_top": a["pad"][0], "pad_left": a["pad"][1]}
+
+    def _weighted(self, node, tin, tout, s):
+        layout = "OHWI" if node.op == "conv2d" else "(out, in)"
+        if self.int8:
+            q = node.attrs["int8"]
+            s["kernel"] = self.const(node, "w", q["kernel"], f"{node.layer}: int8 weights {layout} {q['kernel'].shape}")
+            s["bias"] = self.const(node, "b", q["bias"], f"{node.layer}: int32 bias")
+            s["multiplier"] = self.const(node, "mult", q["multiplier"], f"{node.layer}: Q31 requantization multipliers")
+            s["shift"] = self.const(node, "shift", q["shift"], f"{node.layer}: requantization shifts")
+            s["input_offset"], s["output_offset"] = -tin.quant.zero_point, tout.quant.zero_point
+            s["act_min"], s["act_max"] = q["act"]
+        else:
+            w = node.weights["kernel"].astype(np.float32)
+            s["kernel"] = self.const(node, "w", w, f"{node.layer}: float weights {layout} {w.shape}")
+            b = node.weights.get("bias")
+            s["bias"] = self.const(node, "b", b.astype(np.float32), f"{node.layer}: bias") if b is not None else "0"
+            s["act_min"], s["act_max"] = self.clamp_f32(node.attrs["clamp"])
+
+    def _conv2d(self, node, tin, tout, s):
+        s["window"] = self._window(node, tin, tout)
+        self._weighted(node, tin, tout, s)
+
+    def _dense(self, node, tin, tout, s):
+        s["batches"] = tin.size // tin.shape[-1]
+        s["in_features"], s["out_features"] = tin.shape[-1], tout.shape[-1]
+        self._weighted(node, tin, tout, s)
+
+    def _pool(self, node, tin, tout, s):
+        s["window"] = self._window(node, tin, tout)
+        if self.int8:
+            s["act_min"], s["act_max"] = node.attrs["int8"]["act"]
+        else:
+            s["act_min"], s["act_max"] = self.clamp_f32(node.attrs["clamp"])
+
+    _max_pool = _avg_pool = _pool
+
+    def _activation(self, node, tin, tout, s):
+        s["size"], s["func"] = tin.size, node.attrs["func"]
+        if self.int8 and tin.dtype == "int16":
+            s["table"] = self.const(node, "lut", node.attrs["int8"]["table16"],
+                                    f"{node.layer}: {s['func']} at 257 points of the int16 input, "
+                                    f"in 1/256 output steps")
+        elif self.int8:
+            s["table"] = self.const(node, "lut", node.attrs["int8"]["table"],
+                                    f"{node.layer}: {s['func']} as a table over the 256 int8 inputs")
+        elif s["func"] == "clamp":
+            s["act_min"], s["act_max"] = self.clamp_f32(node.attrs["clamp"])
+
+    def _softmax(self, node, tin, tout, s):
+        s["cols"] = tin.shape[-1]
+        s["rows"] = tin.size // s["cols"]
+        q = node.attrs.get("int8", {})
+        if "exp_hi" in q:
+            s["exp_hi"] = self.const(node, "exp_hi", q["exp_hi"],
+                                     f"{node.layer}: exp(-input_scale * 256 * k), Q15")
+            s["exp_lo"] = self.const(node, "exp_lo", q["exp_lo"],
+                                     f"{node.layer}: exp(-input_scale * k), Q15")
+        elif self.int8:
+            s["exp_table"] = self.const(node, "exp", q["exp_table"],
+                                        f"{node.layer}: exp(-input_scale * d) in fixed point")
+
+
+def c_ident(name: str) -> str:
+    out = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
+    return out if out and not out[0].isdigit() else "_" + out
+
+
+def prepare(graph, plan: Plan, prefix: str, model_name: str) -> dict:
+    """Everything the templates need; nothing is written yet."""
+    em = Emitter(graph, plan, prefix)
+    steps = [em.step(n) for n in graph.nodes if n.op not in NO_CODE]
+    tin, tout = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
+    int8 = graph.dtype == "int8"
+    return {
+        "p": prefix, "P": prefix.upper(), "model_name": model_name, "dtype": graph.dtype,
+        "input_shape": tin.shape, "output_shape": tout.shape,
+        "input_size": tin.size, "output_size": tout.size,
+        "arena_bytes": plan.arena_bytes, "weight_bytes": sum(a["nbytes"] for a in em.arrays),
+        "input_scale": c_float(tin.quant.scale) if int8 else "1.0f",
+        "input_zero_point": tin.quant.zero_point if int8 else 0,
+        "output_scale": c_float(tout.quant.scale) if int8 else "1.0f",
+        "output_zero_point": tout.quant.zero_point if int8 else 0,
+        "raw_type": "int8_t" if int8 else "float",
+        "input_offset": plan.offsets[tin.name], "output_offset": plan.offsets[tout.name],
+        "steps": steps, "arrays": em.arrays, "runtime_dir": RUNTIME_DIR,
+        "runtime_files": sorted(set(RUNTIME_ALWAYS) | {RUNTIME_FOR_OP[n.op] for n in graph.nodes
+                                                       if n.op in RUNTIME_FOR_OP}),
+    }
+
+
+def write(ctx: dict, out_dir: Path) -> None:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(package_dir("templates"))),
+                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    p = ctx["p"]
+    files = {f"{p}.h": "model.h.j2", f"{p}.c": "model.c.j2", f"{p}_weights.h": "weights.h.j2"}
+    for fname, template in files.items():
+        text = env.get_template(template).render(**ctx)
+        (out_dir / fname).write_text(text, encoding="utf-8")
+    runtime = out_dir / RUNTIME_DIR
+    runtime.mkdir()
+    src = package_dir("c_runtime")
+    for fname in ctx["runtime_files"]:
+        shutil.copyfile(src / fname, runtime / fname)

@@ -1,0 +1,96 @@
+"""Static arena planning.
+
+Every activation tensor gets an offset in one static arena.  Reshape and
+Flatten outputs are aliases of their input; an elementwise op whose input
+dies at that op writes in place.  Buffers are placed greedily, largest first,
+at the lowest offset that overlaps no buffer alive at the same time (the
+scheme of TFLM's greedy planner).  The model's input and output live in the
+arena too, so PREFIX_ARENA_BYTES is all the RAM the model needs besides the
+stack.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .ir import OPS
+
+ALIGN = 4
+ALIASES = {"reshape", "identity"}
+
+
+@dataclass
+class Buffer:
+    name: str
+    size: int
+    first: int
+    last: int
+    tensors: list = field(default_factory=list)
+    offset: int = -1
+
+
+@dataclass
+class Plan:
+    offsets: dict            # tensor name -> arena offset
+    arena_bytes: int
+    live_bytes: list         # bytes alive during each node
+    buffers: list
+
+    def peak_step(self) -> int:
+        return max(range(len(self.live_bytes)), key=self.live_bytes.__getitem__) if self.live_bytes else 0
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def plan(graph) -> Plan:
+    steps = len(graph.nodes)
+    last_read = {}
+    for i, node in enumerate(graph.nodes):
+        for t in node.inputs:
+            last_read[t] = i
+    for t in graph.outputs:
+        last_read[t] = steps  # copied out after the last node
+
+    root: dict = {}
+    buffers: dict = {}
+
+    def new_buffer(t, first):
+        tensor = graph.tensors[t]
+        buffers[t] = Buffer(t, _align(tensor.nbytes), first, first, [t])
+        root[t] = t
+
+    for t in graph.inputs:
+        new_buffer(t, 0)
+    for i, node in enumerate(graph.nodes):
+        src, out = node.inputs[0], node.outputs[0]
+        src_root = root[src]
+        reuse = node.op in ALIASES or (
+            OPS[node.op] and last_read.get(src) == i and src not in graph.outputs
+            and graph.tensors[src].nbytes == graph.tensors[out].nbytes)
+        if reuse:
+            root[out] = src_root
+            buffers[src_root].tensors.append(out)
+        else:
+            new_buffer(out, i)
+    for t, r in root.items():
+        b = buffers[r]
+        b.last = max(b.last, last_read.get(t, b.first))
+
+    placed: list = []
+    order = sorted(buffers.values(), key=lambda b: (-b.size, b.first, b.name))
+    for b in order:
+        busy = sorted((p.offset, p.offset + p.size) for p in placed
+                      if p.first <= b.last and b.first <= p.last)
+        offset = 0
+        for lo, hi in busy:
+            if offset + b.size <= lo:
+                break
+            offset = max(offset, _align(hi))
+        b.offset = offset
+        placed.append(b)
+
+    arena = max((b.offset + b.size for b in placed), default=0)
+    live = [sum(b.size for b in placed if b.first <= i <= b.last) for i in range(steps)]
+    offsets = {t: buffers[r].offset for t, r in root.items()}
+    return Plan(offsets, max(arena, ALIGN), live, sorted(placed, key=lambda b: b.offset))

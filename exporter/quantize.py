@@ -1,0 +1,185 @@
+"""int8 quantization, the TFLite / CMSIS-NN scheme (DESIGN.md).
+
+- activations: asymmetric int8; scale and zero point from the min/max seen
+  over the calibration samples, the range widened to include 0;
+- conv and dense weights: symmetric int8 per output channel (zero point 0,
+  range ±127);
+- bias: int32 with scale input_scale × weight_scale[c];
+- requantization: the real multiplier input_scale × weight_scale[c] /
+  output_scale as a Q31 multiplier and a shift (TFLite's QuantizeMultiplier);
+- pools and reshapes keep their input's parameters; sigmoid, tanh and softmax
+  have TFLite's fixed output parameters; elementwise functions run through a
+  256-entry table computed here;
+- beyond TFLite: a conv/dense whose only reader is tanh, sigmoid or softmax
+  keeps its output in int16 (symmetric, zero point 0), and the nonlinearity
+  maps int16 to int8 (interpolated table, or a two-table exp for softmax).
+  int8 pre-activations cost TFLite several output steps on these layers.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import interpret
+from .errors import ExportError
+from .ir import Quant
+
+SIGMOID_Q = Quant(1.0 / 256, -128)
+TANH_Q = Quant(1.0 / 128, 0)
+SOFTMAX_Q = Quant(1.0 / 256, -128)
+SAME_AS_INPUT = {"max_pool", "avg_pool", "reshape", "identity"}
+WIDE_READERS = {"sigmoid", "tanh", "softmax"}
+INT16_MAX = 32767
+CHUNK = 64
+
+
+def round_away(x):
+    """Round half away from zero, as TFLite and the C runtime do."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def quantize_multiplier(m: float):
+    """A real multiplier as (Q31 multiplier, shift): m = q·2^shift / 2^31."""
+    if m <= 0.0:
+        return 0, 0
+    q, shift = math.frexp(m)
+    q_fixed = int(round_away(q * (1 << 31)))
+    if q_fixed == (1 << 31):
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    if shift > 30:
+        raise ExportError(f"requantization multiplier {m:g} is too large for int8; "
+                          f"the calibration range of a layer is degenerate")
+    return q_fixed, shift
+
+
+def activation_quant(lo: float, hi: float) -> Quant:
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    if hi - lo < 1e-12:
+        return Quant(1.0 / 255, -128)
+    scale = (hi - lo) / 255.0
+    zp = int(np.clip(round_away(-128 - lo / scale), -128, 127))
+    return Quant(float(np.float32(scale)), zp)
+
+
+def calibrate(graph, samples: np.ndarray) -> dict:
+    """(min, max) of every tensor over the calibration samples."""
+    ranges: dict = {}
+    for start in range(0, len(samples), CHUNK):
+        values = interpret.run(graph, samples[start:start + CHUNK])
+        for name, v in values.items():
+            lo, hi = float(v.min()), float(v.max())
+            old = ranges.get(name, (lo, hi))
+            ranges[name] = (min(old[0], lo), max(old[1], hi))
+    return ranges
+
+
+def quantize(graph, samples: np.ndarray):
+    ranges = calibrate(graph, samples)
+    for name in graph.inputs:
+        graph.tensors[name].quant = activation_quant(*ranges[name])
+    for t in graph.tensors.values():
+        t.dtype = "int8"
+    for node in graph.nodes:
+        tin = graph.tensors[node.inputs[0]]
+        tout = graph.tensors[node.outputs[0]]
+        if feeds_wide_reader(graph, node):
+            tout.dtype, tout.quant = "int16", int16_quant(*ranges[tout.name])
+        else:
+            tout.quant = output_quant(node, tin, ranges[tout.name])
+        node.attrs["int8"] = PARAMS.get(node.op, lambda n, i, o: {})(node, tin, tout)
+    graph.dtype = "int8"
+    return ranges
+
+
+def feeds_wide_reader(graph, node) -> bool:
+    out = node.outputs[0]
+    readers = graph.consumers(out)
+    return (node.op in ("conv2d", "dense") and out not in graph.outputs
+            and len(readers) == 1 and readers[0].op in ("activation", "softmax")
+            and readers[0].attrs.get("func", "softmax") in WIDE_READERS)
+
+
+def int16_quant(lo: float, hi: float) -> Quant:
+    top = max(abs(lo), abs(hi), 1e-12)
+    return Quant(float(np.float32(top / INT16_MAX)), 0)
+
+
+def output_quant(node, tin, rng) -> Quant:
+    if node.op in SAME_AS_INPUT:
+        return tin.quant
+    if node.op == "softmax":
+        return SOFTMAX_Q
+    if node.op == "activation" and node.attrs["func"] == "sigmoid":
+        return SIGMOID_Q
+    if node.op == "activation" and node.attrs["func"] == "tanh":
+        return TANH_Q
+    return activation_quant(*rng)
+
+
+def clamp_range(clamp, q: Quant, bits: int = 8):
+    lo, hi = clamp
+    top = (1 << (bits - 1)) - 1
+    qmin = -top - 1 if lo is None else max(-top - 1, q.zero_point + int(round_away(lo / q.scale)))
+    qmax = top if hi is None else min(top, q.zero_point + int(round_away(hi / q.scale)))
+    return qmin, qmax
+
+
+def weighted(node, tin, tout) -> dict:
+    qin, qout = tin.quant, tout.quant
+    w = node.weights["kernel"].astype(np.float64)
+    flat = w.reshape(w.shape[0], -1)
+    wscale = np.abs(flat).max(axis=1) / 127.0
+    wscale = np.where(wscale > 0, wscale, 1.0).astype(np.float32).astype(np.float64)
+    wq = np.clip(round_away(flat / wscale[:, None]), -127, 127).astype(np.int8).reshape(w.shape)
+    bscale = qin.scale * wscale
+    bias = node.weights.get("bias")
+    bq = (np.zeros(w.shape[0]) if bias is None else round_away(bias / bscale))
+    bq = np.clip(bq, -2**31, 2**31 - 1).astype(np.int32)
+    mults = [quantize_multiplier(s / qout.scale) for s in bscale]
+    return {"weight_scale": wscale, "kernel": wq, "bias": bq,
+            "multiplier": np.array([m for m, _ in mults], dtype=np.int32),
+            "shift": np.array([s for _, s in mults], dtype=np.int32),
+            "act": clamp_range(node.attrs["clamp"], qout, 16 if tout.dtype == "int16" else 8)}
+
+
+def pooled(node, tin, tout) -> dict:
+    return {"act": clamp_range(node.attrs["clamp"], tout.quant)}
+
+
+def lookup_table(node, tin, tout) -> dict:
+    qin, qout = tin.quant, tout.quant
+    if tin.dtype == "int16":
+        # 257 points over the int16 range, in 1/256 output steps; the
+        # kernel interpolates between them.
+        real = qin.scale * (np.arange(257) * 256 - 32768)
+        y = interpret.activation(node, real)
+        table = round_away(256 * (y / qout.scale + qout.zero_point))
+        return {"table16": np.clip(table, -2**31, 2**31 - 1).astype(np.int32)}
+    q = np.arange(-128, 128)
+    real = qin.scale * (q - qin.zero_point)
+    y = interpret.activation(node, real)
+    table = np.clip(round_away(y / qout.scale) + qout.zero_point, -128, 127)
+    return {"table": table.astype(np.int8)}
+
+
+def softmax_table(node, tin, tout) -> dict:
+    qin, cols = tin.quant, tin.shape[-1]
+    if tin.dtype == "int16":
+        if cols >= 65536:
+            raise ExportError(f"softmax '{node.layer}' over {cols} values is too wide for int8")
+        k = np.arange(256)
+        hi = round_away(np.exp(-qin.scale * 256 * k) * 32768)
+        lo = round_away(np.exp(-qin.scale * k) * 32768)
+        return {"exp_hi": hi.astype(np.uint16), "exp_lo": lo.astype(np.uint16)}
+    top = min(1 << 23, (2**31 - 1) // cols)
+    table = round_away(np.exp(-qin.scale * np.arange(256)) * top)
+    return {"exp_table": table.astype(np.uint32)}
+
+
+PARAMS = {"conv2d": weighted, "dense": weighted, "max_pool": pooled,
+          "avg_pool": pooled, "activation": lookup_table, "softmax": softmax_table}

@@ -1,0 +1,89 @@
+"""The export report: per-layer table, totals and budget check."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import BudgetError
+from .validate import fmt_shape
+
+# Defaults for --target: a mid-range Cortex-M4 (STM32F4/L4 class).
+TARGET_BUDGETS_KB = {"cortex-m4": (1024, 192), "host": (None, None)}
+
+
+@dataclass
+class LayerRow:
+    name: str
+    keras_class: str
+    output_shape: tuple
+    params: int
+    macs: int
+    weight_bytes: int
+    live_bytes: int
+
+
+@dataclass
+class Report:
+    model_name: str
+    prefix: str
+    dtype: str
+    target: str
+    out_dir: str | None
+    layers: list = field(default_factory=list)        # LayerRow
+    infos: list = field(default_factory=list)         # validate.LayerInfo
+    warnings: list = field(default_factory=list)
+    arena_bytes: int = 0
+    weight_bytes: int = 0
+    peak_tensors: list = field(default_factory=list)
+    quantization: dict = field(default_factory=dict)  # tensor -> (scale, zero point)
+
+    @property
+    def params(self) -> int:
+        return sum(r.params for r in self.layers)
+
+    @property
+    def macs(self) -> int:
+        return sum(r.macs for r in self.layers)
+
+    def table(self) -> str:
+        head = ("layer", "type", "output", "params", "MACs", "weight B", "arena live B")
+        rows = [head] + [(r.name, r.keras_class, fmt_shape(r.output_shape), str(r.params),
+                          str(r.macs), str(r.weight_bytes), str(r.live_bytes))
+                         for r in self.layers]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+        lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w)
+                           for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines.append(f"total: {self.params} params, {self.macs} MACs, "
+                     f"{self.weight_bytes} B weights (flash), {self.arena_bytes} B arena (RAM), "
+                     f"{self.dtype}")
+        if self.peak_tensors:
+            lines.append("arena peak while live: " + ", ".join(self.peak_tensors))
+        return "\n".join(lines)
+
+    def explain(self) -> str:
+        return "\n".join(i.explain() for i in self.infos)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model_name, "prefix": self.prefix, "dtype": self.dtype,
+                "target": self.target, "params": self.params, "macs": self.macs,
+                "arena_bytes": self.arena_bytes, "weight_bytes": self.weight_bytes,
+                "warnings": list(self.warnings),
+                "layers": [r.__dict__ | {"output_shape": list(r.output_shape)} for r in self.layers]}
+
+
+def check_budget(report: Report, flash_kb, ram_kb) -> None:
+    over = []
+    if flash_kb is not None and report.weight_bytes > flash_kb * 1024:
+        top = sorted(report.layers, key=lambda r: -r.weight_bytes)[:3]
+        over.append(f"flash: {report.weight_bytes} B of weights > {flash_kb} KB "
+                    f"({flash_kb * 1024} B); largest: "
+                    + ", ".join(f"{r.name} {r.weight_bytes} B" for r in top))
+    if ram_kb is not None and report.arena_bytes > ram_kb * 1024:
+        top = sorted(report.layers, key=lambda r: -r.live_bytes)[:3]
+        over.append(f"RAM: {report.arena_bytes} B of arena > {ram_kb} KB "
+                    f"({ram_kb * 1024} B); largest live sets at: "
+                    + ", ".join(f"{r.name} {r.live_bytes} B" for r in top))
+    if over:
+        raise BudgetError("the model does not fit the target's budget: "
+                          + "; ".join(over)
+                          + " (raise --flash-kb/--ram-kb if your part has more)")
