@@ -1,0 +1,120 @@
+"""Shared fixtures: tiny real models trained once per session, tool checks,
+and an export → compile → run helper."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+ARM_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard"]
+STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
+
+
+def require_tool(tool: str, install: str) -> str:
+    """A missing tool fails in CI and skips, saying what to install, elsewhere."""
+    path = shutil.which(tool)
+    if path is None:
+        msg = f"{tool} not found: install it with `{install}`"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture(scope="session")
+def keras():
+    import keras as k
+    k.utils.set_random_seed(0)
+    return k
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's 8×8 digits, scaled to [0, 1], split 75/25."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[..., None]
+    return train_test_split(x, d.target, test_size=0.25, random_state=0, stratify=d.target)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def digits_cnn(keras, digits, model_dir):
+    """A small CNN trained on digits, saved as .keras and .h5."""
+    x_train, _, y_train, _ = digits
+    m = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(16, 3, activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dropout(0.1),
+        keras.layers.Dense(32, activation="relu"),
+        keras.layers.Dense(10, name="logits"),
+        keras.layers.Softmax(),
+    ], name="digits_cnn")
+    m.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    m.fit(x_train, y_train, epochs=15, batch_size=32, verbose=0)
+    paths = {"keras": model_dir / "digits_cnn.keras", "h5": model_dir / "digits_cnn.h5",
+             "logits": model_dir / "digits_cnn_logits.keras"}
+    m.save(paths["keras"])
+    m.save(paths["h5"])
+    logits = keras.Model(m.inputs, m.get_layer("logits").output)
+    logits.save(paths["logits"])
+    return m, paths, logits
+
+
+@pytest.fixture(scope="session")
+def digits_mlp(keras, digits, model_dir):
+    """A dense-only classifier on the 64 pixels (logits out, no softmax)."""
+    x_train, _, y_train, _ = digits
+    m = keras.Sequential([
+        keras.Input((8, 8, 1)), keras.layers.Flatten(),
+        keras.layers.Dense(32, activation="tanh"),
+        keras.layers.Dense(16, activation="relu6"),
+        keras.layers.Dense(10),
+    ], name="digits_mlp")
+    m.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    m.fit(x_train, y_train, epochs=30, batch_size=32, verbose=0)
+    path = model_dir / "digits_mlp.h5"
+    m.save(path)
+    return m, path
+
+
+def export_and_load(model_or_path, out_dir, **kw):
+    """Export, then build the folder on the host through cffi."""
+    from exporter import export_model, host
+    report = export_model(model_or_path, out_dir, **kw)
+    return report, host.load(out_dir, build_dir=Path(str(out_dir) + "_build"))
+
+
+def quant_step_errors(c_out, keras_out, scale):
+    """|C - Keras| in units of the output quantization step."""
+    return np.abs(c_out.astype(np.float64) - keras_out.astype(np.float64)) / scale
+
+
+def compile_strict(out_dir: Path, compiler: str = "gcc", extra=()):
+    """Compile every .c of an emitted folder to objects with -Werror."""
+    sources = sorted(out_dir.rglob("*.c"))
+    objdir = Path(str(out_dir) + f"_obj_{Path(compiler).name}")
+    objdir.mkdir(exist_ok=True)
+    for src in sources:
+        cmd = [compiler, *STRICT, *extra, "-O2", "-I", str(out_dir), "-c", str(src),
+               "-o", str(objdir / (src.stem + ".o"))]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr}"
+    return objdir
