@@ -56,10 +56,19 @@ typedef struct {
 } k2m_fc_dims;
 
 /* ---- convolution (k2m_conv.c) ---------------------------------------- */
-/* bias may be NULL (no bias) in the conv and fully connected kernels. */
+/* bias may be NULL (no bias) in the conv and fully connected kernels.
+ *
+ * scratch (int8 conv kernels only): caller-provided work space for the
+ * im2col columns of the DSP path (CMSIS-NN style), 4-byte aligned, of
+ * K2M_CONV_S8_SCRATCH_BYTES(g) = 4 * k_h * k_w * in_c bytes (two columns
+ * of k_h * k_w * in_c int16 each); the kernels never touch more than that.
+ * Its contents on entry are ignored and on return unspecified.  The
+ * portable path (no __ARM_FEATURE_DSP, or K2M_PORTABLE defined) does not
+ * use it, and accepts NULL; the DSP path needs it. */
+#define K2M_CONV_S8_SCRATCH_BYTES(g) (4 * (g)->k_h * (g)->k_w * (g)->in_c)
 void k2m_conv2d_s8(const k2m_window *g, const k2m_quant_s8 *q,
                    const int8_t *input, const int8_t *weights,
-                   const int32_t *bias, int8_t *output);
+                   const int32_t *bias, int8_t *output, int16_t *scratch);
 void k2m_conv2d_f32(const k2m_window *g, float act_min, float act_max,
                     const float *input, const float *weights,
                     const float *bias, float *output);
@@ -71,7 +80,37 @@ void k2m_conv2d_f32(const k2m_window *g, float act_min, float act_max,
  * (an int16 output scale is ~256x finer than an int8 one). */
 void k2m_conv2d_s8_s16(const k2m_window *g, const k2m_quant_s8 *q,
                        const int8_t *input, const int8_t *weights,
-                       const int32_t *bias, int16_t *output);
+                       const int32_t *bias, int16_t *output,
+                       int16_t *scratch);
+
+/* ---- depthwise convolution (k2m_depthwise.c) ------------------------
+ * Weights (1, kh, kw, out_c) with out_c = in_c * depth multiplier; output
+ * channel c * mult + m reads input channel c.  Per-channel quantization as
+ * for conv.  No scratch. */
+void k2m_depthwise_conv2d_s8(const k2m_window *g, const k2m_quant_s8 *q,
+                             const int8_t *input, const int8_t *weights,
+                             const int32_t *bias, int8_t *output);
+void k2m_depthwise_conv2d_f32(const k2m_window *g, float act_min, float act_max,
+                              const float *input, const float *weights,
+                              const float *bias, float *output);
+
+/* ---- elementwise (k2m_elementwise.c) ---------------------------------
+ * Add of two tensors of the same shape.  int8 follows TFLite: inputs
+ * rescaled to a common scale with left_shift bits of headroom (20), summed,
+ * the sum requantized to the output scale.  In place (output == input1)
+ * is allowed. */
+typedef struct {
+    int32_t input1_offset, input1_multiplier, input1_shift;
+    int32_t input2_offset, input2_multiplier, input2_shift;
+    int32_t left_shift;
+    int32_t output_offset, output_multiplier, output_shift;
+    int32_t act_min, act_max;
+} k2m_add_s8_params;
+
+void k2m_add_s8(const k2m_add_s8_params *p, const int8_t *input1,
+                const int8_t *input2, int8_t *output, int32_t size);
+void k2m_add_f32(const float *input1, const float *input2, float *output,
+                 int32_t size, float act_min, float act_max);
 
 /* ---- fully connected (k2m_fully_connected.c) ------------------------- */
 void k2m_fully_connected_s8(const k2m_fc_dims *d, const k2m_quant_s8 *q,
@@ -98,6 +137,12 @@ void k2m_max_pool_f32(const k2m_window *g, float act_min, float act_max,
                       const float *input, float *output);
 void k2m_avg_pool_f32(const k2m_window *g, float act_min, float act_max,
                       const float *input, float *output);
+/* Mean over `spatial` positions of `channels` channels (global average
+ * pooling): TFLite's MEAN, whose int8 output has its own scale.  q holds one
+ * multiplier and shift (multiplier[0], shift[0]) for
+ * input_scale / (output_scale * spatial). */
+void k2m_mean_s8(int32_t spatial, int32_t channels, const k2m_quant_s8 *q,
+                 const int8_t *input, int8_t *output);
 
 /* ---- activations (k2m_activation.c) ---------------------------------- */
 /* Any elementwise int8 function through a 256-entry table computed by the

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 
+#if !K2M_DSP
 /* The int8-input loop behind k2m_fully_connected_s8 and _s8_s16: only the
  * width of the stored output differs, one branch per output element. */
 static void fully_connected_s8_core(const k2m_fc_dims *d,
@@ -43,18 +44,123 @@ static void fully_connected_s8_core(const k2m_fc_dims *d,
     }
 }
 
+#endif /* !K2M_DSP: the portable reference loop */
+
+#if K2M_DSP
+/* ---- Cortex-M4 DSP path (SMLAD) ----------------------------------------
+ * Two output rows at a time share each input load.  4 input bytes are
+ * unpacked by SXTAB16 (bytes 0, 2) and SXTAB16 ROR #8 (bytes 1, 3) with the
+ * input offset added per int16 lane (|q + offset| <= 255 fits), 4 weight
+ * bytes by SXTB16 likewise, so each pair of words is 2 MACs in one SMLAD.
+ * Exact int32 accumulation as in the portable loop, only the order of the
+ * additions differs. */
+
+/* Dot product of row(s) wa (and wb if two) with input + offset; n4 is a
+ * multiple of 4, the n - n4 leftovers are done scalar. */
+static void fc_rows_dsp(const int8_t *input, const int8_t *wa,
+                        const int8_t *wb, int32_t n, int32_t input_offset,
+                        int32_t *acc_a, int32_t *acc_b)
+{
+    const int32_t off2 = (int32_t)(((uint32_t)input_offset & 0xFFFFu)
+                                   | ((uint32_t)input_offset << 16));
+    const int32_t n4 = n & ~3;
+    const int8_t *x = input;
+    const int8_t *const x_end = input + n4;
+    int32_t a = *acc_a, b = *acc_b;
+    int32_t i;
+
+    if (wb != NULL) {
+        while (x != x_end) {
+            const int32_t x4 = k2m_ld32(x);
+            const int32_t x02 = __sxtab16(off2, x4);
+            const int32_t x13 = k2m_sxtab16_ror8(off2, x4);
+            const int32_t wa4 = k2m_ld32(wa), wb4 = k2m_ld32(wb);
+            a = __smlad(__sxtb16(wa4), x02, a);
+            a = __smlad(k2m_sxtb16_ror8(wa4), x13, a);
+            b = __smlad(__sxtb16(wb4), x02, b);
+            b = __smlad(k2m_sxtb16_ror8(wb4), x13, b);
+            x += 4;
+            wa += 4;
+            wb += 4;
+        }
+        for (i = 0; i < n - n4; ++i) {
+            const int32_t xi = (int32_t)x[i] + input_offset;
+            a += xi * (int32_t)wa[i];
+            b += xi * (int32_t)wb[i];
+        }
+    } else {
+        while (x != x_end) {
+            const int32_t x4 = k2m_ld32(x);
+            const int32_t wa4 = k2m_ld32(wa);
+            a = __smlad(__sxtb16(wa4), __sxtab16(off2, x4), a);
+            a = __smlad(k2m_sxtb16_ror8(wa4), k2m_sxtab16_ror8(off2, x4), a);
+            x += 4;
+            wa += 4;
+        }
+        for (i = 0; i < n - n4; ++i) {
+            a += ((int32_t)x[i] + input_offset) * (int32_t)wa[i];
+        }
+    }
+    *acc_a = a;
+    *acc_b = b;
+}
+
+static void fully_connected_s8_dsp(const k2m_fc_dims *d,
+                                   const k2m_quant_s8 *q,
+                                   const int8_t *input,
+                                   const int8_t *weights,
+                                   const int32_t *bias, void *output,
+                                   int out_is_16bit)
+{
+    const int32_t n_in = d->in_features, n_out = d->out_features;
+    const int32_t out_off = q->output_offset;
+    const int32_t lo = q->act_min, hi = q->act_max;
+    int32_t n = 0;  /* index of the first output of this batch row */
+    int32_t b, o;
+
+    for (b = 0; b < d->batches; ++b) {
+        for (o = 0; o < n_out; o += 2) {
+            const int8_t *wa = weights + o * n_in;
+            const int32_t two = o + 1 < n_out;
+            int32_t acc_a = bias != NULL ? bias[o] : 0;
+            int32_t acc_b = (two && bias != NULL) ? bias[o + 1] : 0;
+            fc_rows_dsp(input, wa, two ? wa + n_in : NULL, n_in,
+                        q->input_offset, &acc_a, &acc_b);
+            k2m_store_s8_s16(output, n + o, k2m_clamp_s32(
+                k2m_requantize(acc_a, q->multiplier[o], q->shift[o]) + out_off,
+                lo, hi), out_is_16bit);
+            if (two) {
+                k2m_store_s8_s16(output, n + o + 1, k2m_clamp_s32(
+                    k2m_requantize(acc_b, q->multiplier[o + 1], q->shift[o + 1])
+                    + out_off, lo, hi), out_is_16bit);
+            }
+        }
+        input += n_in;
+        n += n_out;
+    }
+}
+#endif /* K2M_DSP */
+
 void k2m_fully_connected_s8(const k2m_fc_dims *d, const k2m_quant_s8 *q,
                             const int8_t *input, const int8_t *weights,
                             const int32_t *bias, int8_t *output)
 {
+#if K2M_DSP
+    fully_connected_s8_dsp(d, q, input, weights, bias, output, 0);
+#else
     fully_connected_s8_core(d, q, input, weights, bias, output, 0);
+#endif
 }
 
 void k2m_fully_connected_s8_s16(const k2m_fc_dims *d, const k2m_quant_s8 *q,
                                 const int8_t *input, const int8_t *weights,
                                 const int32_t *bias, int16_t *output)
 {
+#if K2M_DSP
+    fully_connected_s8_dsp(d, q, input, weights, bias, output, 1);
+#else
     fully_connected_s8_core(d, q, input, weights, bias, output, 1);
+#endif
 }
 
 void k2m_fully_connected_f32(const k2m_fc_dims *d, float act_min, float act_max,

@@ -112,4 +112,102 @@ static inline void k2m_tap_range(int32_t start, int32_t size, int32_t k,
     *k_end = e;
 }
 
+
+/* ---- requantization with per-channel constants hoisted ----------------
+ * k2m_requantize, bit for bit, for kernels that apply one channel's
+ * multiplier/shift to several accumulators: the shift split, the rounding
+ * mask and its threshold are computed once (k2m_rq_init), and
+ * SaturatingRoundingDoublingHighMul uses the identity
+ *   trunc((ab + nudge) / 2^31) == floor((ab + 2^30) / 2^31)
+ * (ab >= 0: nudge is 2^30 and both sides are a floor of a non-negative
+ * value; ab < 0: ab + nudge < 0, and trunc(t / 2^31) of a negative t is
+ * floor((t + 2^31 - 1) / 2^31) = floor((ab + 2^30) / 2^31)), so it is one
+ * 64-bit multiply-add and a shift, no division.  The only input where the
+ * identity's result overflows int32 is a == b == INT32_MIN, which
+ * k2m_requantize saturates; a channel whose multiplier is INT32_MIN
+ * (never produced by the exporter: multipliers are in [2^30, 2^31)) takes
+ * k2m_requantize itself.  tests/test_kernels.py checks k2m_rq_apply
+ * against kernel_ref.requantize. */
+typedef struct {
+    int32_t multiplier, shift;
+    int32_t left, right;   /* shift split into a left and a right part */
+    int32_t mask, half;    /* k2m_rdbp's mask and mask >> 1 for `right` */
+} k2m_rq;
+
+static inline void k2m_rq_init(k2m_rq *r, int32_t multiplier, int32_t shift)
+{
+    r->multiplier = multiplier;
+    r->shift = shift;
+    r->left = shift > 0 ? shift : 0;
+    r->right = shift > 0 ? 0 : -shift;
+    r->mask = (int32_t)(((uint32_t)1 << r->right) - 1u);
+    r->half = r->mask >> 1;
+}
+
+static inline int32_t k2m_rq_apply(const k2m_rq *r, int32_t acc)
+{
+    const int32_t scaled = (int32_t)((uint32_t)acc << r->left);
+    int64_t y;
+    int32_t x;
+
+    if (r->multiplier == INT32_MIN) {
+        return k2m_requantize(acc, r->multiplier, r->shift);
+    }
+    y = (int64_t)scaled * (int64_t)r->multiplier + ((int64_t)1 << 30);
+    /* Bits 31..62 of y: a logical shift of the two's-complement pattern
+     * gives the same low 32 bits as the arithmetic floor, and the result
+     * fits in int32 here (|scaled * multiplier| < 2^62). */
+    x = (int32_t)(uint32_t)((uint64_t)y >> 31);
+    /* k2m_rdbp(x, right) with the constants precomputed. */
+    return k2m_asr(x, r->right)
+        + ((x & r->mask) > r->half + (int32_t)((uint32_t)x >> 31) ? 1 : 0);
+}
+
+/* ---- Cortex-M4 DSP helpers --------------------------------------------
+ * K2M_DSP is 1 where the int8 conv / fully connected kernels use the
+ * SMLAD/SXTB16 loops (the target has the DSP extension and K2M_PORTABLE
+ * is not defined), 0 where they run the portable reference loops. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && !defined(K2M_PORTABLE)
+#define K2M_DSP 1
+#else
+#define K2M_DSP 0
+#endif
+
+#if K2M_DSP
+#include <arm_acle.h>
+#include <string.h>
+
+/* 32-bit load/store at any alignment: memcpy keeps it clean C (no
+ * aliasing or alignment UB); gcc emits a single LDR/STR (the M4 allows
+ * unaligned LDR/STR). */
+static inline int32_t k2m_ld32(const void *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static inline void k2m_st32(void *p, int32_t v)
+{
+    memcpy(p, &v, 4);
+}
+
+/* Bytes 1 and 3 of x sign-extended to two int16 lanes: SXTB16 with the
+ * ROR #8 folded in (gcc's __sxtb16(__ror(x, 8)) keeps a separate ROR). */
+static inline int32_t k2m_sxtb16_ror8(int32_t x)
+{
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+
+/* a + bytes 1 and 3 of x sign-extended, per int16 lane. */
+static inline int32_t k2m_sxtab16_ror8(int32_t a, int32_t x)
+{
+    int32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
+    return r;
+}
+#endif /* K2M_DSP */
+
 #endif /* K2M_MATH_H */

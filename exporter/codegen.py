@@ -12,13 +12,15 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from .planner import Plan
+from .planner import Plan, scratch_name
 
 RUNTIME_DIR = "k2m_runtime"
 RUNTIME_ALWAYS = ["k2m.h", "k2m_math.h", "k2m_quantize.c"]
-RUNTIME_FOR_OP = {"conv2d": "k2m_conv.c", "dense": "k2m_fully_connected.c",
-                  "max_pool": "k2m_pool.c", "avg_pool": "k2m_pool.c",
-                  "activation": "k2m_activation.c", "softmax": "k2m_activation.c"}
+RUNTIME_FOR_OP = {"conv2d": "k2m_conv.c", "depthwise_conv2d": "k2m_depthwise.c",
+                  "dense": "k2m_fully_connected.c",
+                  "max_pool": "k2m_pool.c", "avg_pool": "k2m_pool.c", "mean": "k2m_pool.c",
+                  "activation": "k2m_activation.c", "softmax": "k2m_activation.c",
+                  "add": "k2m_elementwise.c"}
 NO_CODE = {"reshape", "identity"}
 FLOAT_MAX = "3.40282347e+38f"
 
@@ -108,7 +110,7 @@ class Emitter:
                 "pad_top": a["pad"][0], "pad_left": a["pad"][1]}
 
     def _weighted(self, node, tin, tout, s):
-        layout = "OHWI" if node.op == "conv2d" else "(out, in)"
+        layout = {"conv2d": "OHWI", "dense": "(out, in)"}.get(node.op, "(1, kh, kw, out)")
         if self.int8:
             q = node.attrs["int8"]
             s["kernel"] = self.const(node, "w", q["kernel"], f"{node.layer}: int8 weights {layout} {q['kernel'].shape}")
@@ -127,6 +129,13 @@ class Emitter:
     def _conv2d(self, node, tin, tout, s):
         s["window"] = self._window(node, tin, tout)
         self._weighted(node, tin, tout, s)
+        if self.int8:
+            offset = self.plan.offsets[scratch_name(node)]
+            s["scratch"] = f"{self.p.upper()}_TENSOR(int16_t, {offset})"
+
+    def _depthwise_conv2d(self, node, tin, tout, s):
+        s["window"] = self._window(node, tin, tout)
+        self._weighted(node, tin, tout, s)
 
     def _dense(self, node, tin, tout, s):
         s["batches"] = tin.size // tin.shape[-1]
@@ -141,6 +150,23 @@ class Emitter:
             s["act_min"], s["act_max"] = self.clamp_f32(node.attrs["clamp"])
 
     _max_pool = _avg_pool = _pool
+
+    def _mean(self, node, tin, tout, s):
+        if not self.int8:
+            return self._pool(node, tin, tout, s)
+        q = node.attrs["int8"]
+        s["spatial"], s["channels"] = tin.size // tin.shape[-1], tin.shape[-1]
+        s["multiplier"] = self.const(node, "mult", q["multiplier"], f"{node.layer}: Q31 multiplier of the mean")
+        s["shift"] = self.const(node, "shift", q["shift"], f"{node.layer}: shift of the mean")
+        s["input_offset"], s["output_offset"] = -tin.quant.zero_point, tout.quant.zero_point
+        s["act_min"], s["act_max"] = q["act"]
+
+    def _add(self, node, tin, tout, s):
+        s["input2"], s["size"] = self.tensor(node.inputs[1]), tin.size
+        if self.int8:
+            s["params"] = ", ".join(str(int(v)) for v in node.attrs["int8"]["params"])
+        else:
+            s["act_min"], s["act_max"] = self.clamp_f32(node.attrs["clamp"])
 
     def _activation(self, node, tin, tout, s):
         s["size"], s["func"] = tin.size, node.attrs["func"]

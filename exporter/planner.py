@@ -30,7 +30,7 @@ class Buffer:
 
 @dataclass
 class Plan:
-    offsets: dict            # tensor name -> arena offset
+    offsets: dict            # tensor name, or scratch_name(node), -> arena offset
     arena_bytes: int
     live_bytes: list         # bytes alive during each node
     buffers: list
@@ -41,6 +41,19 @@ class Plan:
 
 def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def scratch_bytes(graph, node) -> int:
+    """Working memory a kernel needs during its node (k2m.h): the int8
+    conv's im2col buffer, two int16 columns of k_h·k_w·in_c."""
+    if node.op == "conv2d" and graph.dtype == "int8":
+        kh, kw = node.attrs["kernel"]
+        return 4 * kh * kw * graph.tensors[node.inputs[0]].shape[-1]
+    return 0
+
+
+def scratch_name(node) -> str:
+    return node.name + "/scratch"  # '/' never appears in a tensor name
 
 
 def plan(graph) -> Plan:
@@ -65,9 +78,10 @@ def plan(graph) -> Plan:
     for i, node in enumerate(graph.nodes):
         src, out = node.inputs[0], node.outputs[0]
         src_root = root[src]
+        sharing = buffers[src_root].tensors  # src and its earlier aliases
         reuse = node.op in ALIASES or (
-            OPS[node.op] and last_read.get(src) == i and src not in graph.outputs
-            and graph.tensors[src].nbytes == graph.tensors[out].nbytes)
+            OPS[node.op] and graph.tensors[src].nbytes == graph.tensors[out].nbytes
+            and all(last_read.get(t, -1) <= i and t not in graph.outputs for t in sharing))
         if reuse:
             root[out] = src_root
             buffers[src_root].tensors.append(out)
@@ -76,6 +90,13 @@ def plan(graph) -> Plan:
     for t, r in root.items():
         b = buffers[r]
         b.last = max(b.last, last_read.get(t, b.first))
+    scratch = []
+    for i, node in enumerate(graph.nodes):
+        size = scratch_bytes(graph, node)
+        if size:
+            name = scratch_name(node)
+            buffers[name] = Buffer(name, _align(size), i, i, [])
+            scratch.append(name)
 
     placed: list = []
     order = sorted(buffers.values(), key=lambda b: (-b.size, b.first, b.name))
@@ -93,4 +114,5 @@ def plan(graph) -> Plan:
     arena = max((b.offset + b.size for b in placed), default=0)
     live = [sum(b.size for b in placed if b.first <= i <= b.last) for i in range(steps)]
     offsets = {t: buffers[r].offset for t, r in root.items()}
+    offsets.update({name: buffers[name].offset for name in scratch})
     return Plan(offsets, max(arena, ALIGN), live, sorted(placed, key=lambda b: b.offset))

@@ -82,6 +82,13 @@ def gather(x, g, fill):
 
 # ---- convolution / dense -------------------------------------------------
 
+def conv_s8_scratch_bytes(g):
+    """Bytes of the im2col scratch buffer the int8 conv kernels take
+    (K2M_CONV_S8_SCRATCH_BYTES in k2m.h: two int16 columns of
+    k_h * k_w * in_c); the numpy references need none."""
+    return 4 * g["k_h"] * g["k_w"] * g["in_c"]
+
+
 def conv2d_s8(g, q, x, w, bias):
     """x (in_h, in_w, in_c) int8, w (out_c, k_h, k_w, in_c) int8."""
     xs = x.astype(np.int64) + q["input_offset"]

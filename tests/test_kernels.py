@@ -37,12 +37,18 @@ void t_rdbp(const int32_t *x, const int32_t *e, int32_t *out, int32_t n)
 void t_requantize(const int32_t *acc, const int32_t *m, const int32_t *s,
                   int32_t *out, int32_t n)
 { int32_t i; for (i = 0; i < n; ++i) out[i] = k2m_requantize(acc[i], m[i], s[i]); }
+void t_rq_apply(const int32_t *acc, const int32_t *m, const int32_t *s,
+                int32_t *out, int32_t n)
+{ int32_t i; for (i = 0; i < n; ++i) { k2m_rq r; k2m_rq_init(&r, m[i], s[i]);
+  out[i] = k2m_rq_apply(&r, acc[i]); } }
 """
 SHIM_CDEF = """
 void t_sat_rdhm(const int32_t *a, const int32_t *b, int32_t *out, int32_t n);
 void t_rdbp(const int32_t *x, const int32_t *e, int32_t *out, int32_t n);
 void t_requantize(const int32_t *acc, const int32_t *m, const int32_t *s,
                   int32_t *out, int32_t n);
+void t_rq_apply(const int32_t *acc, const int32_t *m, const int32_t *s,
+                int32_t *out, int32_t n);
 """
 
 
@@ -95,6 +101,11 @@ class Caller:
 
     def window(self, g):
         return self.new("k2m_window", g)
+
+    def scratch(self, g):
+        """The int8 conv im2col buffer, exactly the size the exporter
+        allocates (4 * k_h * k_w * in_c bytes, two int16 columns)."""
+        return self.ptr(np.zeros(ref.conv_s8_scratch_bytes(g) // 2, np.int16), "int16_t")
 
     def quant(self, q):
         return self.new("k2m_quant_s8", {
@@ -272,7 +283,7 @@ def test_conv2d_s8(k2m, i):
     full, out = guarded((g["out_h"], g["out_w"], g["out_c"]), np.int8)
     c = Caller(k2m)
     c.lib.k2m_conv2d_s8(c.window(g), c.quant(q), c.ptr(x, "int8_t"), c.ptr(w, "int8_t"),
-                        c.ptr(bias, "int32_t"), c.ptr(full, "int8_t"))
+                        c.ptr(bias, "int32_t"), c.ptr(full, "int8_t"), c.scratch(g))
     np.testing.assert_array_equal(out, ref.conv2d_s8(g, q, x, w, bias), err_msg=f"{theme} {g}")
     check_guard(full)
 
@@ -345,7 +356,7 @@ def test_conv2d_s8_known_answer(k2m):
     out = np.zeros(3, np.int8)
     c = Caller(k2m)
     c.lib.k2m_conv2d_s8(c.window(g), c.quant(q), c.ptr(x, "int8_t"), c.ptr(w, "int8_t"),
-                        k2m.ffi.NULL, c.ptr(out, "int8_t"))
+                        k2m.ffi.NULL, c.ptr(out, "int8_t"), c.scratch(g))
     assert list(out) == [2, 2, 5]
 
 
@@ -400,7 +411,7 @@ def call_conv(k2m, g, q, x, w, bias, dtype):
     c = Caller(k2m)
     name, ctype = ("k2m_conv2d_s8_s16", "int16_t") if dtype == np.int16 else ("k2m_conv2d_s8", "int8_t")
     getattr(c.lib, name)(c.window(g), c.quant(q), c.ptr(x, "int8_t"), c.ptr(w, "int8_t"),
-                         c.ptr(bias, "int32_t"), c.ptr(full, ctype))
+                         c.ptr(bias, "int32_t"), c.ptr(full, ctype), c.scratch(g))
     check_guard(full)
     return out
 
