@@ -142,3 +142,25 @@ void k2m_avg_pool_f32(const k2m_window *g, float act_min, float act_max,
         }
     }
 }
+
+/* Global average pooling as TFLite's MEAN: the mean of a whole map has a
+ * much smaller range than the map itself, so unlike avg_pool the output has
+ * its own scale and the channel sum is requantized once:
+ *   out = requantize(sum(q + input_offset), multiplier[0], shift[0]) + output_offset
+ * with the multiplier for input_scale / (output_scale * spatial). */
+void k2m_mean_s8(int32_t spatial, int32_t channels, const k2m_quant_s8 *q,
+                 const int8_t *input, int8_t *output)
+{
+    int32_t c, p;
+
+    for (c = 0; c < channels; ++c) {
+        const int8_t *src = input + c;
+        int32_t sum = 0;
+        for (p = 0; p < spatial; ++p) {
+            sum += src[p * channels];
+        }
+        sum += spatial * q->input_offset;
+        sum = k2m_requantize(sum, q->multiplier[0], q->shift[0]) + q->output_offset;
+        output[c] = (int8_t)k2m_clamp_s32(sum, q->act_min, q->act_max);
+    }
+}

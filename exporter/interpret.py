@@ -56,6 +56,20 @@ def conv2d(node, x):
     return _clamp(y, a["clamp"])
 
 
+def depthwise_conv2d(node, x):
+    a = node.attrs
+    xh = _as_nhwc(x, a)
+    w = node.weights["kernel"][0].astype(np.float64)  # (kh, kw, in*mult)
+    mult = w.shape[-1] // xh.shape[-1]
+    xp = _pad(np.repeat(xh, mult, axis=-1), a, 0.0).astype(np.float64)
+    y = 0.0
+    for ky, kx, view in _taps(xp, a):
+        y = y + view * w[ky, kx]
+    if "bias" in node.weights:
+        y = y + node.weights["bias"]
+    return _clamp(y, a["clamp"])
+
+
 def dense(node, x):
     y = x.astype(np.float64) @ node.weights["kernel"].T.astype(np.float64)
     if "bias" in node.weights:
@@ -96,14 +110,20 @@ def softmax(node, x):
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def add(node, a, b):
+    return _clamp(a + b, node.attrs["clamp"])
+
+
 def reshape(node, x):
     return x
 
 
 identity = reshape
 
-RUN = {"conv2d": conv2d, "dense": dense, "max_pool": max_pool, "avg_pool": avg_pool,
-       "activation": activation, "softmax": softmax, "reshape": reshape,
+mean = avg_pool
+
+RUN = {"conv2d": conv2d, "depthwise_conv2d": depthwise_conv2d, "dense": dense, "max_pool": max_pool, "avg_pool": avg_pool, "mean": mean,
+       "activation": activation, "add": add, "softmax": softmax, "reshape": reshape,
        "identity": identity}
 
 
@@ -111,7 +131,7 @@ def run(graph, x: np.ndarray) -> dict:
     """All tensors for a batch `x` of model inputs (batch axis first)."""
     values = {graph.inputs[0]: np.asarray(x, dtype=np.float64)}
     for node in graph.nodes:
-        y = RUN[node.op](node, values[node.inputs[0]])
+        y = RUN[node.op](node, *[values[t] for t in node.inputs])
         shape = graph.tensors[node.outputs[0]].shape
         values[node.outputs[0]] = np.asarray(y).reshape((x.shape[0],) + shape)
     return values

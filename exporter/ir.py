@@ -62,11 +62,15 @@ class Node:
 # op -> whether its output may reuse its input's memory (elementwise).
 OPS = {
     "conv2d": False,
+    "depthwise_conv2d": False,
+    "batchnorm": False,
     "dense": False,
     "max_pool": False,
     "avg_pool": False,
+    "mean": False,
     "activation": True,
     "softmax": True,
+    "add": True,
     "reshape": True,
     "identity": True,
 }

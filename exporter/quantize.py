@@ -7,7 +7,8 @@
 - bias: int32 with scale input_scale × weight_scale[c];
 - requantization: the real multiplier input_scale × weight_scale[c] /
   output_scale as a Q31 multiplier and a shift (TFLite's QuantizeMultiplier);
-- pools and reshapes keep their input's parameters; sigmoid, tanh and softmax
+- max/average pools and reshapes keep their input's parameters; a global
+  average (TFLite's MEAN) has its own and requantizes; sigmoid, tanh and softmax
   have TFLite's fixed output parameters; elementwise functions run through a
   256-entry table computed here;
 - beyond TFLite: a conv/dense whose only reader is tanh, sigmoid or softmax
@@ -91,7 +92,8 @@ def quantize(graph, samples: np.ndarray):
             tout.dtype, tout.quant = "int16", int16_quant(*ranges[tout.name])
         else:
             tout.quant = output_quant(node, tin, ranges[tout.name])
-        node.attrs["int8"] = PARAMS.get(node.op, lambda n, i, o: {})(node, tin, tout)
+        extra = [graph.tensors[t] for t in node.inputs[1:]]
+        node.attrs["int8"] = PARAMS.get(node.op, lambda *a: {})(node, tin, tout, *extra)
     graph.dtype = "int8"
     return ranges
 
@@ -132,10 +134,12 @@ def clamp_range(clamp, q: Quant, bits: int = 8):
 def weighted(node, tin, tout) -> dict:
     qin, qout = tin.quant, tout.quant
     w = node.weights["kernel"].astype(np.float64)
-    flat = w.reshape(w.shape[0], -1)
+    depthwise = node.op == "depthwise_conv2d"  # channels last: (1, kh, kw, out)
+    flat = w.reshape(-1, w.shape[-1]).T if depthwise else w.reshape(w.shape[0], -1)
     wscale = np.abs(flat).max(axis=1) / 127.0
     wscale = np.where(wscale > 0, wscale, 1.0).astype(np.float32).astype(np.float64)
-    wq = np.clip(round_away(flat / wscale[:, None]), -127, 127).astype(np.int8).reshape(w.shape)
+    wq = np.clip(round_away(flat / wscale[:, None]), -127, 127).astype(np.int8)
+    wq = wq.T.reshape(w.shape) if depthwise else wq.reshape(w.shape)
     bscale = qin.scale * wscale
     bias = node.weights.get("bias")
     bq = (np.zeros(w.shape[0]) if bias is None else round_away(bias / bscale))
@@ -149,6 +153,27 @@ def weighted(node, tin, tout) -> dict:
 
 def pooled(node, tin, tout) -> dict:
     return {"act": clamp_range(node.attrs["clamp"], tout.quant)}
+
+
+def mean(node, tin, tout) -> dict:
+    """One multiplier for input_scale / (output_scale * positions averaged)."""
+    kh, kw = node.attrs["kernel"]
+    m, shift = quantize_multiplier(tin.quant.scale / (tout.quant.scale * kh * kw))
+    return {"multiplier": np.array([m], np.int32), "shift": np.array([shift], np.int32),
+            "act": clamp_range(node.attrs["clamp"], tout.quant)}
+
+
+def add_params(node, tin, tout, tin2) -> dict:
+    """TFLite's Add: both inputs to twice the larger scale, 20 bits headroom."""
+    s1, s2, so = tin.quant.scale, tin2.quant.scale, tout.quant.scale
+    twice = 2.0 * max(s1, s2)
+    left_shift = 20
+    m1, sh1 = quantize_multiplier(s1 / twice)
+    m2, sh2 = quantize_multiplier(s2 / twice)
+    mo, sho = quantize_multiplier(twice / ((1 << left_shift) * so))
+    lo, hi = clamp_range(node.attrs["clamp"], tout.quant)
+    return {"params": [-tin.quant.zero_point, m1, sh1, -tin2.quant.zero_point, m2, sh2,
+                       left_shift, tout.quant.zero_point, mo, sho, lo, hi]}
 
 
 def lookup_table(node, tin, tout) -> dict:
@@ -181,5 +206,6 @@ def softmax_table(node, tin, tout) -> dict:
     return {"exp_table": table.astype(np.uint32)}
 
 
-PARAMS = {"conv2d": weighted, "dense": weighted, "max_pool": pooled,
-          "avg_pool": pooled, "activation": lookup_table, "softmax": softmax_table}
+PARAMS = {"conv2d": weighted, "depthwise_conv2d": weighted, "dense": weighted, "max_pool": pooled,
+          "avg_pool": pooled, "mean": mean, "add": add_params, "activation": lookup_table,
+          "softmax": softmax_table}

@@ -76,7 +76,7 @@ class LayerContext:
             self.unsupported("data_format='channels_first' is not supported; "
                              "use channels_last (the Keras default)")
 
-    def activation(self, name: str, tensor: str) -> tuple:
+    def activation(self, name: str) -> tuple:
         """Split `activation=` into a fused clamp and, if needed, a node."""
         if not isinstance(name, str):
             self.unsupported("a custom activation function cannot be exported")
@@ -146,7 +146,7 @@ def _conv(ctx: LayerContext, one_d: bool):
     (oh, ow), attrs = window_attrs(in_hw, k, strides, dil, c["padding"])
     cout = c["filters"]
     out_shape = (ow, cout) if one_d else (oh, ow, cout)
-    clamp, func = ctx.activation(c["activation"], None)
+    clamp, func = ctx.activation(c["activation"])
     attrs.update(clamp=clamp, in_hw=in_hw, out_hw=(oh, ow))
     weights = {"kernel": np.ascontiguousarray(c_weights)}
     if bias is not None:
@@ -171,6 +171,68 @@ def conv2d(ctx):
     return _conv(ctx, one_d=False)
 
 
+@handles("DepthwiseConv2D")
+def depthwise_conv2d(ctx):
+    c = ctx.config
+    ctx.channels_last()
+    ws = ctx.weights()
+    kernel, bias = ws[0], (ws[1] if c["use_bias"] else None)
+    k, strides, dil = as_pair(c["kernel_size"]), as_pair(c["strides"]), as_pair(c["dilation_rate"])
+    h, w, cin = ctx.in_shape
+    mult = c["depth_multiplier"]
+    dims = ("kh", "kw", "in", "mult")
+    validate.check_kernel(ctx.name, ctx.cls, kernel.shape, (k[0], k[1], cin, mult), dims)
+    (oh, ow), attrs = window_attrs((h, w), k, strides, dil, c["padding"])
+    cout = cin * mult
+    clamp, func = ctx.activation(c["activation"])
+    attrs.update(clamp=clamp, in_hw=(h, w), out_hw=(oh, ow))
+    # (kh, kw, in, mult) in C order is already (kh, kw, in*mult): channel c*mult+m
+    c_weights = kernel.reshape(1, k[0], k[1], cout)
+    weights = {"kernel": np.ascontiguousarray(c_weights)}
+    if bias is not None:
+        weights["bias"] = bias
+    ctx.info((oh, ow, cout), kernel_shape=kernel.shape, kernel_dims=dims,
+             c_layout=c_weights.shape, c_dims=("1", "kh", "kw", "in·mult"),
+             params=kernel.size + (0 if bias is None else bias.size),
+             macs=oh * ow * cout * k[0] * k[1])
+    t = ctx.add("depthwise_conv2d", ctx.inputs, (oh, ow, cout), attrs, weights)
+    return ctx.add_activation(func, t) if func else t
+
+
+@handles("BatchNormalization")
+def batch_normalization(ctx):
+    """y = a·x + b per channel; folded into the conv/dense before it by a pass."""
+    c = ctx.config
+    axis = c["axis"][0] if isinstance(c["axis"], (list, tuple)) else c["axis"]
+    if axis not in (-1, len(ctx.in_shape)):
+        ctx.unsupported(f"BatchNormalization over axis {axis}; only the last (channel) axis")
+    ws = ctx.weights()
+    ch = ctx.in_shape[-1]
+    gamma = ws.pop(0) if c.get("scale", True) else np.ones(ch, np.float32)
+    beta = ws.pop(0) if c.get("center", True) else np.zeros(ch, np.float32)
+    mean, var = ws
+    a = gamma / np.sqrt(var.astype(np.float64) + c["epsilon"])
+    b = beta - mean * a
+    ctx.info(ctx.in_shape, params=4 * ch, macs=int(np.prod(ctx.in_shape)))
+    return ctx.add("batchnorm", ctx.inputs, ctx.in_shape, {},
+                   {"scale": a.astype(np.float32), "offset": b.astype(np.float32)})
+
+
+@handles("Add")
+def add(ctx):
+    shapes = {ctx.graph.tensors[t].shape for t in ctx.inputs}
+    if len(shapes) != 1:
+        ctx.unsupported(f"Add of different shapes {sorted(shapes)} (broadcasting) is "
+                        f"not supported yet")
+    ctx.info(ctx.in_shape, macs=int(np.prod(ctx.in_shape)) * (len(ctx.inputs) - 1))
+    t = ctx.inputs[0]
+    for k, other in enumerate(ctx.inputs[1:]):
+        last = k == len(ctx.inputs) - 2
+        t = ctx.add("add", [t, other], ctx.in_shape, {"clamp": CLAMPS["linear"]},
+                    suffix="" if last else f"_part{k}")
+    return t
+
+
 @handles("Dense")
 def dense(ctx):
     c = ctx.config
@@ -179,7 +241,7 @@ def dense(ctx):
     fin, units = ctx.in_shape[-1], c["units"]
     validate.check_kernel(ctx.name, ctx.cls, kernel.shape, (fin, units), ("in", "out"))
     out_shape = ctx.in_shape[:-1] + (units,)
-    clamp, func = ctx.activation(c["activation"], None)
+    clamp, func = ctx.activation(c["activation"])
     weights = {"kernel": np.ascontiguousarray(kernel.T)}
     if bias is not None:
         weights["bias"] = bias
@@ -252,7 +314,7 @@ def global_max_pool(ctx):
 
 @handles("GlobalAveragePooling1D", "GlobalAveragePooling2D")
 def global_avg_pool(ctx):
-    return _global_pool(ctx, "avg_pool")
+    return _global_pool(ctx, "mean")
 
 
 @handles("Flatten")
@@ -287,7 +349,7 @@ def inference_identity(ctx):
 
 @handles("Activation")
 def activation_layer(ctx):
-    clamp, func = ctx.activation(ctx.config["activation"], None)
+    clamp, func = ctx.activation(ctx.config["activation"])
     ctx.info(ctx.in_shape)
     if func:
         return ctx.add_activation(func, ctx.inputs[0], suffix="")
