@@ -5,7 +5,7 @@ output range, in float it is the kernel's output min/max.
 """
 from .remove_identity import rename_input
 
-FUSES_INTO = {"conv2d", "dense", "max_pool", "avg_pool"}
+FUSES_INTO = {"conv2d", "depthwise_conv2d", "dense", "max_pool", "avg_pool", "mean", "add"}
 
 
 def _merge(a, b):

@@ -1,0 +1,86 @@
+"""DepthwiseConv2D, BatchNormalization (folded, or alone as a per-channel
+affine) and residual Add, with the tolerances of test_layers.check."""
+import numpy as np
+import pytest
+
+from test_layers import check
+
+RNG = np.random.default_rng(7)
+
+
+def randomize_batchnorm(model, keras):
+    """Trained-looking statistics, so folding is really exercised."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            shapes = [w.shape for w in layer.get_weights()]
+            values = [RNG.uniform(0.5, 1.5, shapes[0]), RNG.normal(0, 0.3, shapes[1]),
+                      RNG.normal(0, 0.3, shapes[2]), RNG.uniform(0.5, 2.0, shapes[3])]
+            layer.set_weights(values)
+    return model
+
+
+@pytest.mark.parametrize("mult,k,stride,padding,dilation", [
+    (1, 3, 1, "same", 1), (1, 3, 2, "same", 1), (2, 3, 1, "valid", 1), (3, 2, 2, "valid", 1),
+    (1, 5, 1, "same", 2), (1, 4, 3, "same", 1), (2, 1, 1, "valid", 1)])
+@pytest.mark.parametrize("channels", [3, 5, 8])
+def test_depthwise(keras, tmp_path, mult, k, stride, padding, dilation, channels):
+    L = keras.layers
+    m = keras.Sequential([keras.Input((9, 10, channels)),
+                          L.DepthwiseConv2D(k, strides=stride, padding=padding,
+                                            depth_multiplier=mult, dilation_rate=dilation,
+                                            bias_initializer="random_normal")])
+    check(m, tmp_path, (9, 10, channels))
+
+
+def test_depthwise_on_1x1_map(keras, tmp_path):
+    L = keras.layers
+    m = keras.Sequential([keras.Input((1, 1, 6)), L.DepthwiseConv2D(3, padding="same",
+                                                                    activation="relu6")])
+    check(m, tmp_path, (1, 1, 6))
+
+
+@pytest.mark.parametrize("where", ["after_conv", "after_depthwise", "after_dense",
+                                   "standalone", "after_pool"])
+def test_batchnorm(keras, tmp_path, where):
+    L = keras.layers
+    shape = (8, 8, 3)
+    body = {
+        "after_conv": [L.Conv2D(6, 3), L.BatchNormalization(), L.ReLU()],
+        "after_depthwise": [L.DepthwiseConv2D(3, use_bias=False), L.BatchNormalization(),
+                            L.Activation("relu6")],
+        "after_dense": [L.Flatten(), L.Dense(7), L.BatchNormalization(), L.Activation("relu")],
+        "standalone": [L.BatchNormalization(), L.Conv2D(4, 2)],
+        "after_pool": [L.MaxPooling2D(2), L.BatchNormalization(), L.Flatten(), L.Dense(3)],
+    }[where]
+    m = randomize_batchnorm(keras.Sequential([keras.Input(shape)] + body), keras)
+    check(m, tmp_path, shape)
+
+
+def test_batchnorm_without_scale_or_center(keras, tmp_path):
+    L = keras.layers
+    m = keras.Sequential([keras.Input((6, 4)), L.Conv1D(5, 3),
+                          L.BatchNormalization(scale=False), L.BatchNormalization(center=False)])
+    for layer in m.layers[1:]:
+        layer.set_weights([RNG.uniform(0.5, 1.5, w.shape) for w in layer.get_weights()])
+    check(m, tmp_path, (6, 4))
+
+
+def test_residual_block(keras, tmp_path):
+    """ResNet's shape: conv-BN-ReLU, conv-BN, Add with the shortcut, ReLU."""
+    L = keras.layers
+    inp = keras.Input((8, 8, 4))
+    x = L.Activation("relu")(L.BatchNormalization()(L.Conv2D(4, 3, padding="same")(inp)))
+    x = L.BatchNormalization()(L.Conv2D(4, 3, padding="same")(x))
+    y = L.Activation("relu")(L.Add()([x, inp]))
+    short = L.Conv2D(8, 1, strides=2)(y)
+    z = L.Conv2D(8, 3, strides=2, padding="same")(y)
+    out = L.Flatten()(L.Activation("relu")(L.Add()([z, short])))
+    m = randomize_batchnorm(keras.Model(inp, L.Dense(5)(out)), keras)
+    check(m, tmp_path, (8, 8, 4))
+
+
+def test_add_of_three(keras, tmp_path):
+    L = keras.layers
+    inp = keras.Input((12,))
+    a, b, c = L.Dense(6)(inp), L.Dense(6, activation="relu")(inp), L.Dense(6)(inp)
+    check(keras.Model(inp, L.Add()([a, b, c])), tmp_path, (12,))
