@@ -8,12 +8,54 @@
 #include "k2m.h"
 #include "k2m_math.h"
 
+/* Depth multiplier 1 (MobileNet, DS-CNN): four channels at a time, so each
+ * tap reads 4 contiguous input and weight bytes.  On the DSP path those are
+ * one word each, widened with SXTAB16 (adding the input offset per lane)
+ * and SXTB16, and multiplied lane by lane with SMLABB/SMLATT into 4
+ * accumulators; exact int32 either way, so both paths agree bit for bit. */
+static void depthwise_mult1_block4(const k2m_window *g, int32_t input_offset,
+                                   const int8_t *input, const int8_t *weights,
+                                   int32_t y0, int32_t x0, int32_t ky0, int32_t ky1,
+                                   int32_t kx0, int32_t kx1, int32_t c, int32_t acc[4])
+{
+    const int32_t ch = g->in_c;
+    int32_t ky, kx;
+#if K2M_DSP
+    const int32_t off2 = (int32_t)(((uint32_t)input_offset & 0xFFFFu)
+                                   | ((uint32_t)input_offset << 16));
+#endif
+
+    for (ky = ky0; ky < ky1; ++ky) {
+        const int8_t *in_row = input + ((y0 + ky * g->dil_h) * g->in_w) * ch + c;
+        const int8_t *w_row = weights + ky * g->k_w * ch + c;
+        for (kx = kx0; kx < kx1; ++kx) {
+            const int8_t *ip = in_row + (x0 + kx * g->dil_w) * ch;
+            const int8_t *wp = w_row + kx * ch;
+#if K2M_DSP
+            const int32_t in32 = k2m_ld32(ip), w32 = k2m_ld32(wp);
+            const int32_t in02 = __sxtab16(off2, in32), in13 = k2m_sxtab16_ror8(off2, in32);
+            const int32_t w02 = __sxtb16(w32), w13 = k2m_sxtb16_ror8(w32);
+            acc[0] = __smlabb(in02, w02, acc[0]);
+            acc[2] = __smlatt(in02, w02, acc[2]);
+            acc[1] = __smlabb(in13, w13, acc[1]);
+            acc[3] = __smlatt(in13, w13, acc[3]);
+#else
+            acc[0] += (ip[0] + input_offset) * wp[0];
+            acc[1] += (ip[1] + input_offset) * wp[1];
+            acc[2] += (ip[2] + input_offset) * wp[2];
+            acc[3] += (ip[3] + input_offset) * wp[3];
+#endif
+        }
+    }
+}
+
 void k2m_depthwise_conv2d_s8(const k2m_window *g, const k2m_quant_s8 *q,
                              const int8_t *input, const int8_t *weights,
                              const int32_t *bias, int8_t *output)
 {
     const int32_t in_c = g->in_c, out_c = g->out_c, mult = out_c / in_c;
-    int32_t oy, ox, oc, ky, kx, ky0, ky1, kx0, kx1;
+    const int32_t blocked = mult == 1 ? out_c & ~3 : 0;
+    int32_t oy, ox, oc, ky, kx, ky0, ky1, kx0, kx1, j;
 
     for (oy = 0; oy < g->out_h; ++oy) {
         const int32_t y0 = oy * g->stride_h - g->pad_top;
@@ -21,7 +63,20 @@ void k2m_depthwise_conv2d_s8(const k2m_window *g, const k2m_quant_s8 *q,
         for (ox = 0; ox < g->out_w; ++ox) {
             const int32_t x0 = ox * g->stride_w - g->pad_left;
             k2m_tap_range(x0, g->in_w, g->k_w, g->dil_w, &kx0, &kx1);
-            for (oc = 0; oc < out_c; ++oc) {
+            for (oc = 0; oc < blocked; oc += 4) {
+                int32_t acc[4];
+                for (j = 0; j < 4; ++j) {
+                    acc[j] = bias ? bias[oc + j] : 0;
+                }
+                depthwise_mult1_block4(g, q->input_offset, input, weights, y0, x0,
+                                       ky0, ky1, kx0, kx1, oc, acc);
+                for (j = 0; j < 4; ++j) {
+                    const int32_t v = k2m_requantize(acc[j], q->multiplier[oc + j],
+                                                     q->shift[oc + j]) + q->output_offset;
+                    *output++ = (int8_t)k2m_clamp_s32(v, q->act_min, q->act_max);
+                }
+            }
+            for (oc = blocked; oc < out_c; ++oc) {
                 const int8_t *in_c0 = input + oc / mult;
                 int32_t acc = bias ? bias[oc] : 0;
                 for (ky = ky0; ky < ky1; ++ky) {
