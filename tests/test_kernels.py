@@ -270,6 +270,24 @@ def test_requantize(k2m):
     assert np.all(np.abs(got[small] - exact) <= 1.0)
 
 
+def test_rq_apply_matches_requantize(k2m):
+    """k2m_rq_init/k2m_rq_apply (the DSP kernels' requantization, hoisted
+    per channel, no division) is k2m_requantize bit for bit, including any
+    multiplier (INT32_MIN, negative, small) and the rounding ties."""
+    rng = np.random.default_rng(4)
+    n = 40000
+    edge = np.array([0, 1, -1, 2**30, -2**30, 2**31 - 1, -2**31, 12345, -12345])
+    acc = np.concatenate([rng.integers(-2**31, 2**31, n // 4), rng.integers(-2**20, 2**20, n // 4),
+                          rng.choice(edge, n // 4), rng.integers(-64, 64, n - 3 * (n // 4))])
+    m = np.concatenate([rng.integers(2**30, 2**31, n // 2), rng.integers(-2**31, 2**31, n // 4),
+                        rng.choice(np.array([-2**31, 2**31 - 1, 2**30, 0, 1, -1]), n - 3 * (n // 4))])
+    m = rng.permutation(m)
+    s = rng.integers(-31, 8, n)
+    got = call_vec(k2m, "t_rq_apply", acc, m, s)
+    np.testing.assert_array_equal(got, call_vec(k2m, "t_requantize", acc, m, s))
+    np.testing.assert_array_equal(got, ref.requantize(acc, m, s))
+
+
 # ---- convolution ---------------------------------------------------------
 
 @pytest.mark.parametrize("i", range(N_CASES))

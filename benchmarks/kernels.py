@@ -1,0 +1,176 @@
+"""Instruction counts of the int8 conv / fully connected kernels on the
+emulated Cortex-M4, DSP path against the portable path.
+
+Run from the repository root:
+
+    python benchmarks/kernels.py [--m4run ../shared/tools/m4run] [--markdown]
+
+For every shape it writes one C program (random operands from a fixed seed,
+one call of the kernel between bench_begin()/bench_end()), builds it twice
+with ../shared/tools/m4run (`m4run --work MACS -I c_runtime prog.c
+c_runtime/k2m_conv.c c_runtime/k2m_fully_connected.c`, then the same with
+`-DK2M_PORTABLE`), checks the two builds print the same output checksum, and
+prints: kernel, shape, MACs, instructions and instructions/MAC of each path,
+speed-up.  Needs arm-none-eabi-gcc and qemu-system-arm (see
+../shared/tools/README-m4run.md).  Counts are instructions, not cycles.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIME = ROOT / "c_runtime"
+DEFAULT_M4RUN = ROOT.parent / "shared" / "tools" / "m4run"
+
+
+def conv(name, in_h, in_w, in_c, out_c, k_h, k_w, stride=1, pad="same", s16=False):
+    if pad == "same":
+        out_h, out_w = -(-in_h // stride), -(-in_w // stride)
+        ph = max((out_h - 1) * stride + k_h - in_h, 0)
+        pw = max((out_w - 1) * stride + k_w - in_w, 0)
+        pad_top, pad_left = ph // 2, pw // 2
+    else:
+        out_h, out_w = (in_h - k_h) // stride + 1, (in_w - k_w) // stride + 1
+        pad_top = pad_left = 0
+    g = dict(in_h=in_h, in_w=in_w, in_c=in_c, out_h=out_h, out_w=out_w, out_c=out_c,
+             k_h=k_h, k_w=k_w, stride_h=stride, stride_w=stride, dil_h=1, dil_w=1,
+             pad_top=pad_top, pad_left=pad_left)
+    # MACs as the layer defines them (padding taps included)
+    macs = out_h * out_w * out_c * k_h * k_w * in_c
+    return dict(kind="conv", name=name, g=g, macs=macs, s16=s16)
+
+
+def fc(name, n_in, n_out, batches=1):
+    return dict(kind="fc", name=name, n_in=n_in, n_out=n_out, batches=batches,
+                macs=batches * n_in * n_out, s16=False)
+
+
+SHAPES = [
+    conv("conv 3x3 16->32, 16x16, same", 16, 16, 16, 32, 3, 3),
+    conv("conv 3x3 16->32, 16x16, same (s8_s16)", 16, 16, 16, 32, 3, 3, s16=True),
+    conv("conv 1x1 64->64, 12x12", 12, 12, 64, 64, 1, 1),
+    conv("conv 10x4 1->64, 49x10, stride 2, same (KWS)", 49, 10, 1, 64, 10, 4, stride=2),
+    conv("conv 10x4 1->64, 49x10, stride 1, same", 49, 10, 1, 64, 10, 4),
+    conv("conv 3x3 3->8, 32x32, valid", 32, 32, 3, 8, 3, 3, pad="valid"),
+    fc("fc 640->128", 640, 128),
+    fc("fc 256->10", 256, 10),
+]
+
+PROGRAM = r"""
+#include <stdio.h>
+#include <stdint.h>
+#include "k2m.h"
+#include "m4bench.h"
+
+static uint32_t seed = 12345u;
+static int32_t rnd(void) { seed = seed * 1664525u + 1013904223u; return (int32_t)(seed >> 8); }
+
+static int8_t input[%(n_x)d];
+static int8_t weights[%(n_w)d];
+static int32_t bias[%(n_b)d];
+static int32_t mult[%(n_b)d], shift[%(n_b)d];
+static %(out_t)s output[%(n_y)d];
+static int16_t scratch[%(n_s)d];
+
+int main(void)
+{
+    int32_t i;
+    uint32_t sum = 0;
+    k2m_quant_s8 q;
+    for (i = 0; i < %(n_x)d; ++i) input[i] = (int8_t)(rnd() & 0xFF);
+    for (i = 0; i < %(n_w)d; ++i) weights[i] = (int8_t)((rnd() %% 255) - 127);
+    for (i = 0; i < %(n_b)d; ++i) {
+        bias[i] = (rnd() %% 20000) - 10000;
+        mult[i] = 0x40000000 + (rnd() & 0x3FFFFFFF);
+        shift[i] = -8 - (rnd() & 3);
+    }
+    q.input_offset = 5; q.output_offset = -3;
+    q.act_min = %(act_min)d; q.act_max = %(act_max)d;
+    q.multiplier = mult; q.shift = shift;
+    {
+        %(setup)s
+        bench_begin();
+        %(call)s;
+        bench_end();
+    }
+    for (i = 0; i < %(n_y)d; ++i) sum = sum * 31u + (uint32_t)(uint16_t)output[i];
+    printf("checksum %%08lx\n", (unsigned long)sum);
+    return 0;
+}
+"""
+
+
+def program(s):
+    if s["kind"] == "conv":
+        g = s["g"]
+        setup = "const k2m_window g = {%s};" % ", ".join(
+            str(g[k]) for k in ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "k_w",
+                                "stride_h", "stride_w", "dil_h", "dil_w", "pad_top", "pad_left"))
+        fn = "k2m_conv2d_s8_s16" if s["s16"] else "k2m_conv2d_s8"
+        call = f"{fn}(&g, &q, input, weights, bias, output, scratch)"
+        n = dict(n_x=g["in_h"] * g["in_w"] * g["in_c"],
+                 n_w=g["out_c"] * g["k_h"] * g["k_w"] * g["in_c"], n_b=g["out_c"],
+                 n_y=g["out_h"] * g["out_w"] * g["out_c"],
+                 n_s=2 * g["k_h"] * g["k_w"] * g["in_c"])
+    else:
+        setup = "const k2m_fc_dims d = {%d, %d, %d};" % (s["batches"], s["n_in"], s["n_out"])
+        call = "k2m_fully_connected_s8(&d, &q, input, weights, bias, output)"
+        n = dict(n_x=s["batches"] * s["n_in"], n_w=s["n_in"] * s["n_out"], n_b=s["n_out"],
+                 n_y=s["batches"] * s["n_out"], n_s=2)
+    out_t = "int16_t" if s["s16"] else "int8_t"
+    act = (-32768, 32767) if s["s16"] else (-128, 127)
+    return PROGRAM % dict(n, out_t=out_t, setup=setup, call=call,
+                          act_min=act[0], act_max=act[1])
+
+
+def run(m4run, src, macs, portable):
+    cmd = [str(m4run), "--work", str(macs), "-I", str(RUNTIME)]
+    if portable:
+        cmd += ["-D", "K2M_PORTABLE"]
+    cmd += [str(src), str(RUNTIME / "k2m_conv.c"), str(RUNTIME / "k2m_fully_connected.c")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        sys.exit(f"m4run failed ({out.returncode}): {' '.join(cmd)}\n{out.stdout}\n{out.stderr}")
+    instr = int(re.search(r"instructions:\s*(\d+)", out.stdout).group(1))
+    checksum = re.search(r"checksum (\w+)", out.stdout).group(1)
+    return instr, checksum
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--m4run", default=str(DEFAULT_M4RUN))
+    ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    args = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, s in enumerate(SHAPES):
+            src = Path(tmp) / f"bench_{i}.c"
+            src.write_text(program(s))
+            dsp, c1 = run(args.m4run, src, s["macs"], portable=False)
+            port, c2 = run(args.m4run, src, s["macs"], portable=True)
+            if c1 != c2:
+                sys.exit(f"{s['name']}: DSP and portable outputs differ ({c1} != {c2})")
+            rows.append((s["kind"], s["name"], s["macs"], dsp, dsp / s["macs"],
+                         port, port / s["macs"], port / dsp))
+    head = ("kernel", "shape", "MACs", "instr DSP", "instr/MAC DSP",
+            "instr portable", "instr/MAC portable", "speed-up")
+    if args.markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for r in rows:
+            print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.3f} | {r[5]} | {r[6]:.3f} | {r[7]:.2f}x |")
+    else:
+        print(f"{'kernel':6} {'shape':46} {'MACs':>9} {'DSP':>10} {'/MAC':>6} "
+              f"{'portable':>10} {'/MAC':>6} {'speed-up':>8}")
+        for r in rows:
+            print(f"{r[0]:6} {r[1]:46} {r[2]:9d} {r[3]:10d} {r[4]:6.3f} {r[5]:10d} {r[6]:6.3f} "
+                  f"{r[7]:7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
