@@ -1,0 +1,146 @@
+"""Check an exported C folder against the Keras model it came from.
+
+    m = exporter.verify.verify("build/model", "model.keras", samples, where="qemu")
+    print(m["top1_agreement"], m["max_abs"], m["qemu_bit_exact"])
+
+where="host": the folder built with the system C compiler (exporter.host).
+where="qemu": built for the Cortex-M4 (firmware_example/, arm-none-eabi-gcc)
+and run on QEMU mps2-an386 through PREFIX_invoke, with the inputs quantized
+exactly as PREFIX_predict does; its raw outputs are also compared with the
+host build's, bit for bit.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import host
+from .errors import ExportError
+from .metrics import compare
+
+
+def quantize_like_c(x, scale: float, zero_point: int) -> np.ndarray:
+    """k2m_quantize_f32_s8 in numpy, step for step in float32: x / scale, NaN to
+    the zero point, clamp to +-512, round half away from zero (v +- 0.5f, then
+    truncation), add the zero point, clamp to int8."""
+    x = np.asarray(x, np.float32)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        v = x / np.float32(scale)
+        nan = np.isnan(v)
+        v = np.clip(np.where(nan, np.float32(0), v), np.float32(-512), np.float32(512))
+        half = np.float32(0.5)
+        r = np.trunc(np.where(v >= 0, v + half, v - half)).astype(np.int32) + int(zero_point)
+    r = np.where(nan, int(zero_point), r)
+    return np.clip(r, -128, 127).astype(np.int8)
+
+
+def dequantize_like_c(raw, scale: float, zero_point: int) -> np.ndarray:
+    """k2m_dequantize_s8_f32: scale * (float)(raw - zero_point), in float32."""
+    raw = np.asarray(raw)
+    return np.float32(scale) * (raw.astype(np.int32) - int(zero_point)).astype(np.float32)
+
+
+def _keras_model(model_or_path):
+    if isinstance(model_or_path, (str, os.PathLike)):
+        from .frontends import keras as keras_frontend
+        return keras_frontend.load(str(model_or_path))
+    return model_or_path
+
+
+def bit_difference(a, b) -> dict:
+    """Compare two raw output arrays exactly: equal, how many elements differ,
+    and the largest relative difference (floats)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype == np.float32:
+        differ = a.view(np.uint32) != b.view(np.uint32)
+    else:
+        differ = a != b
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    denom = np.maximum(np.maximum(np.abs(a64), np.abs(b64)), np.finfo(np.float32).tiny)
+    rel = float(np.max(np.abs(a64 - b64) / denom)) if a.size else 0.0
+    return {"bit_exact": bool(not differ.any()), "mismatches": int(differ.sum()),
+            "max_rel": rel}
+
+
+def load_samples(path) -> np.ndarray:
+    """A .npy array, or the array 'x' (else the first) of a .npz, as float32."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise ExportError(f"cannot read samples file '{path}': expected a .npy or .npz "
+                          f"array ({type(e).__name__})") from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        keys = sorted(data.files)
+        if not keys:
+            raise ExportError(f"samples file '{path}' holds no arrays")
+        data = data["x" if "x" in keys else keys[0]]
+    if data.dtype.kind not in "fiub":
+        raise ExportError(f"samples file '{path}' has dtype {data.dtype}; expected numbers")
+    return data.astype(np.float32)
+
+
+def verify(out_dir, keras_model_or_path, samples, where: str = "host",
+           prefix: str | None = None, build_dir=None, timeout: float = 120) -> dict:
+    """Run `samples` (float, (N,) + input shape or (N, elements), or a .npy/.npz
+    file of them) through the C
+    model and through Keras; return exporter.metrics.compare's metrics (max_abs,
+    rmse, cosine, top1_agreement, and for int8 max_steps and within_2_steps in
+    units of the output scale) plus `where`, `samples`, `dtype` and, for
+    where="qemu", `qemu_bit_exact`, `qemu_mismatches` and `qemu_max_rel`
+    (QEMU's raw outputs against the host build's)."""
+    if where not in ("host", "qemu"):
+        raise ExportError(f"unknown verify target '{where}'; use host or qemu")
+    out_dir = Path(out_dir)
+    prefix = prefix or host.find_prefix(out_dir)
+    header = host.read_header(out_dir / f"{prefix}.h", prefix)
+    n_in = header["INPUT_SIZE"]
+
+    if isinstance(samples, (str, os.PathLike)):
+        samples = load_samples(samples)
+    x = np.asarray(samples, np.float32)
+    if not np.all(np.isfinite(x)):
+        raise ExportError("the samples contain NaN or Inf values")
+    if x.ndim == 0 or x.size == 0 or x.size % n_in:
+        raise ExportError(f"samples of shape {x.shape} do not split into inputs of "
+                          f"{n_in} elements")
+    rows = x.reshape(-1, n_in)
+
+    model = _keras_model(keras_model_or_path)
+    in_shape = tuple(model.inputs[0].shape[1:])
+    if int(np.prod(in_shape)) != n_in:
+        raise ExportError(f"the Keras model takes inputs of shape {in_shape}, the C model "
+                          f"{n_in} elements: not the model this folder was exported from")
+    ref = np.asarray(model.predict(rows.reshape((-1,) + in_shape), verbose=0))
+    ref = ref.reshape(len(rows), -1)
+
+    host_build = None
+    if build_dir is not None:
+        host_build = Path(build_dir) / "host"
+    hm = host.load(out_dir, prefix, build_dir=host_build)
+    result = {"where": where, "samples": int(len(rows)), "dtype": header["dtype"]}
+
+    if where == "host":
+        got = hm.predict(rows)
+    else:
+        from . import target
+        if header["dtype"] == "int8":
+            raw_in = quantize_like_c(rows, header["INPUT_SCALE"], header["INPUT_ZERO_POINT"])
+        else:
+            raw_in = rows
+        qemu_build = Path(build_dir) / "qemu" if build_dir is not None else None
+        raw_qemu = target.run_on_qemu(out_dir, raw_in, prefix=prefix, build_dir=qemu_build,
+                                      timeout=timeout)
+        raw_host = hm.invoke(raw_in)
+        diff = bit_difference(raw_qemu, raw_host)
+        result.update(qemu_bit_exact=diff["bit_exact"], qemu_mismatches=diff["mismatches"],
+                      qemu_max_rel=diff["max_rel"])
+        if header["dtype"] == "int8":
+            got = dequantize_like_c(raw_qemu, header["OUTPUT_SCALE"], header["OUTPUT_ZERO_POINT"])
+        else:
+            got = raw_qemu
+
+    step = header["OUTPUT_SCALE"] if header["dtype"] == "int8" else None
+    result.update(compare(got, ref, step))
+    return result
