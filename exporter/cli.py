@@ -32,6 +32,12 @@ def parser() -> argparse.ArgumentParser:
                    help="print every layer's shapes, kernel layouts and MACs; "
                         "without -o nothing is written")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--verify", choices=["host", "qemu"],
+                   help="after writing OUTDIR, run samples through the C model (built for this "
+                        "machine, or for the Cortex-M4 and run on QEMU) and through Keras, and "
+                        "print the comparison")
+    p.add_argument("--verify-samples", metavar="FILE",
+                   help=".npy/.npz inputs for --verify (default: the --calibration file)")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     return p
 
@@ -48,6 +54,10 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.output is None and not args.explain:
         parser().error("give -o OUTDIR (or --explain to only inspect the model)")
+    if args.verify and args.output is None:
+        parser().error("--verify needs -o OUTDIR")
+    if args.verify and not (args.verify_samples or args.calibration):
+        parser().error("--verify needs inputs: pass --verify-samples FILE.npy (or --calibration)")
     quiet_frameworks()
     from .errors import ExportError
     from .export import export_model
@@ -58,9 +68,17 @@ def main(argv=None) -> int:
             args.model, args.output, target=args.target, dtype=dtype,
             calibration_data=args.calibration, name=args.name, force=args.force,
             flash_kb=args.flash_kb, ram_kb=args.ram_kb)
+        verified = None
+        if args.verify:
+            from .verify import verify
+            verified = verify(args.output, args.model, args.verify_samples or args.calibration,
+                              where=args.verify)
         if args.json:
+            data = report.to_dict()
+            if verified is not None:
+                data["verify"] = verified
             with open(args.json, "w", encoding="utf-8") as f:
-                json.dump(report.to_dict(), f, indent=2)
+                json.dump(data, f, indent=2)
     except ExportError as e:
         print(f"export-model: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -80,6 +98,15 @@ def main(argv=None) -> int:
         if report.out_dir:
             print(f"wrote {report.out_dir}/{report.prefix}.h, {report.prefix}.c, "
                   f"{report.prefix}_weights.h and the kernels it uses")
+    if verified is not None:
+        from .metrics import format_row
+        print(format_row(f"C/{args.verify}", verified))
+        if args.verify == "qemu":
+            if verified["qemu_bit_exact"]:
+                print("QEMU Cortex-M4 outputs are bit-exact with the host build")
+            else:
+                print(f"QEMU vs host build: {verified['qemu_mismatches']} outputs differ, "
+                      f"max relative {verified['qemu_max_rel']:.2g}")
     return 0
 
 

@@ -163,3 +163,26 @@ def test_dense_on_nd_warns(keras, tmp_path):
     m.save(tmp_path / "nd.keras")
     r = run_cli(tmp_path / "nd.keras", "--explain")
     assert r.returncode == 0 and "each of the 10 positions" in r.stderr
+
+
+def test_verify_host_prints_metrics(small_model, tmp_path):
+    r = run_cli(small_model / "small.keras", "--calibration", small_model / "cal.npy",
+                "-o", tmp_path / "out", "--verify", "host", "--json", tmp_path / "r.json",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "C/host" in r.stdout and "cosine" in r.stdout
+    import json
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["verify"]["top1_agreement"] >= 0.9 and data["verify"]["max_steps"] <= 3
+
+
+def test_verify_qemu_from_the_installed_package(small_model, tmp_path):
+    """Runs the installed entry point from a neutral folder, so the firmware
+    it builds is the one shipped inside the package."""
+    from conftest import require_tool
+    require_tool("arm-none-eabi-gcc", "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi")
+    require_tool("qemu-system-arm", "apt-get install qemu-system-arm")
+    r = run_cli(small_model / "small.keras", "--calibration", small_model / "cal.npy",
+                "-o", tmp_path / "out", "--verify", "qemu", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "QEMU Cortex-M4 outputs are bit-exact with the host build" in r.stdout
