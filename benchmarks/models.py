@@ -6,8 +6,9 @@ For each model: export to int8, build `PREFIX_invoke` for the Cortex-M4
 (arm-none-eabi-gcc -O2) and count the instructions of one inference exactly
 under QEMU (mps2-an386) with ../shared/tools/m4run, once with the DSP loops
 and once forced portable (-DK2M_PORTABLE).  Prints MACs, instructions,
-instructions per MAC, arena bytes and flash bytes (text + rodata + data of
-the model's own objects, from arm-none-eabi-size) next to the best
+instructions per MAC, the exporter's planned arena and weight bytes next to
+the RAM (data + bss) and flash (text + rodata + data) of the model's own
+compiled objects from arm-none-eabi-size, and the best
 published Cortex-M4 figures (X-CUBE-AI 9.0 cycles on STM32L4R5, MLPerf Tiny
 v1.1).  Instruction counts do not depend on the input values much, so the
 calibration data is synthetic except for the autoencoder (a real clip).
@@ -83,9 +84,11 @@ def count(out_dir: Path, prefix: str, portable: bool, work: int) -> int:
     return int(m.group(1))
 
 
-def flash_bytes(out_dir: Path) -> int:
-    """text + data of the model's own objects (weights are rodata, in text)."""
-    total = 0
+def object_sizes(out_dir: Path) -> tuple:
+    """(flash, RAM) of the model's own objects as arm-none-eabi-size reports
+    them: text + data (weights are rodata, counted in text), and data + bss
+    (the arena is bss)."""
+    flash = ram = 0
     with tempfile.TemporaryDirectory() as tmp:
         for src in sorted(out_dir.rglob("*.c")):
             obj = Path(tmp) / (src.stem + ".o")
@@ -93,8 +96,9 @@ def flash_bytes(out_dir: Path) -> int:
                             "-c", str(src), "-o", str(obj)], check=True)
             size = subprocess.run(["arm-none-eabi-size", str(obj)], capture_output=True,
                                   text=True, check=True).stdout.splitlines()[1].split()
-            total += int(size[0]) + int(size[1])
-    return total
+            flash += int(size[0]) + int(size[1])
+            ram += int(size[1]) + int(size[2])
+    return flash, ram
 
 
 def main():
@@ -119,17 +123,20 @@ def main():
                               name=name, force=True, target="host")
         dsp = count(out, name, False, report.macs)
         portable = count(out, name, True, report.macs)
-        rows.append((name, report.macs, dsp, portable, report.arena_bytes,
-                     flash_bytes(out), published))
+        flash, ram = object_sizes(out)
+        rows.append((name, report.macs, dsp, portable, report.arena_bytes, ram,
+                     report.weight_bytes, flash, published))
         print(f"{name}: done", file=sys.stderr)
     print("| model | MACs | instr (DSP) | instr/MAC | instr (portable) | instr/MAC | "
-          "DSP speed-up | arena B | flash B | published M4 cycles | ours / published |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, macs, dsp, port, arena, flash, pub in rows:
+          "DSP speed-up | arena B (plan) | RAM B (ELF) | weights B (plan) | flash B (ELF) | "
+          "published M4 cycles | ours / published |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, macs, dsp, port, arena, ram, weights, flash, pub in rows:
         pub_s = f"{pub / 1e6:.2f} M" if pub else "-"
         ratio = f"{dsp / pub:.2f}" if pub else "-"
         print(f"| {name} | {macs:,} | {dsp:,} | {dsp / macs:.2f} | {port:,} | {port / macs:.2f} | "
-              f"{port / dsp:.2f}x | {arena:,} | {flash:,} | {pub_s} | {ratio} |")
+              f"{port / dsp:.2f}x | {arena:,} | {ram:,} | {weights:,} | {flash:,} | {pub_s} | "
+              f"{ratio} |")
 
 
 if __name__ == "__main__":

@@ -92,10 +92,14 @@ def load(out_dir, prefix: str | None = None, build_dir=None,
     prefix = prefix or find_prefix(out_dir)
     header = read_header(out_dir / f"{prefix}.h", prefix)
     sources = sorted(str(p) for p in out_dir.rglob("*.c"))
-    digest = hashlib.sha1()
-    for s in sources:
-        digest.update(Path(s).read_bytes())
+    digest = hashlib.sha1(repr(list(extra_compile_args)).encode())
+    for f in sorted(p for p in out_dir.rglob("*") if p.is_file()):  # weights live in .h files
+        digest.update(f.relative_to(out_dir).as_posix().encode())
+        digest.update(f.read_bytes())
     module = f"_k2m_{prefix}_{digest.hexdigest()[:12]}"
+    if module in sys.modules:  # the very same folder is already loaded
+        mod = sys.modules[module]
+        return HostModel(mod.lib, mod.ffi, prefix, header)
     ctype = "int8_t" if header["dtype"] == "int8" else "float"
     ffi = cffi.FFI()
     ffi.cdef(f"""
@@ -107,7 +111,10 @@ def load(out_dir, prefix: str | None = None, build_dir=None,
     ffi.set_source(module, f'#include "{prefix}.h"', sources=sources,
                    include_dirs=[str(out_dir)], extra_compile_args=list(extra_compile_args),
                    libraries=["m"])
-    build = Path(build_dir or tempfile.mkdtemp(prefix="k2m-host-"))
+    # One build folder per source digest: loading the same folder again
+    # reuses the compiled module instead of leaving a new temp dir behind.
+    build = Path(build_dir) if build_dir else Path(tempfile.gettempdir()) / "k2m-host" / module
+    build.mkdir(parents=True, exist_ok=True)
     so = ffi.compile(tmpdir=str(build), verbose=False)
     spec = importlib.util.spec_from_file_location(module, so)
     mod = importlib.util.module_from_spec(spec)
