@@ -137,6 +137,38 @@ def _finish(acc, q, dtype):
     return np.clip(y, q["act_min"], q["act_max"]).astype(dtype)
 
 
+def _depthwise_patches(g, x, fill):
+    """x (in_h, in_w, in_c) -> patches (out_h, out_w, k_h, k_w, out_c) where
+    output channel o sees input channel o // mult (k2m.h's depthwise layout)."""
+    mult = g["out_c"] // g["in_c"]
+    assert mult * g["in_c"] == g["out_c"], "out_c must be a multiple of in_c"
+    p, _ = gather(np.repeat(x, mult, axis=2), g, fill)
+    return p
+
+
+def depthwise_conv2d_s8(g, q, x, w, bias):
+    """x (in_h, in_w, in_c) int8, w (k_h, k_w, out_c) int8 (the (1, kh, kw,
+    out_c) layout without its leading 1)."""
+    p = _depthwise_patches(g, x.astype(np.int64) + q["input_offset"], 0)  # skipped tap = real 0
+    w = np.asarray(w, np.int64).reshape(g["k_h"], g["k_w"], g["out_c"])
+    acc = np.einsum("yxhwo,hwo->yxo", p, w)
+    if bias is not None:
+        acc = acc + np.asarray(bias, np.int64)
+    return _finish_s8(acc, q)
+
+
+def depthwise_conv2d_f32(g, act_min, act_max, x, w, bias):
+    """Returns (result, error scale)."""
+    p = _depthwise_patches(g, x.astype(np.float64), 0.0)
+    w = np.asarray(w, np.float64).reshape(g["k_h"], g["k_w"], g["out_c"])
+    acc = np.einsum("yxhwo,hwo->yxo", p, w)
+    mag = np.einsum("yxhwo,hwo->yxo", np.abs(p), np.abs(w))
+    if bias is not None:
+        acc = acc + bias
+        mag = mag + np.abs(bias)
+    return np.clip(acc, act_min, act_max), mag
+
+
 def conv2d_f32(g, act_min, act_max, x, w, bias):
     """Returns (result, error scale)."""
     p, _ = gather(x.astype(np.float64), g, 0.0)
@@ -157,6 +189,34 @@ def fully_connected_f32(act_min, act_max, x, w, bias):
     return np.clip(acc, act_min, act_max), mag
 
 
+# ---- elementwise ---------------------------------------------------------
+
+ADD_FIELDS = ("input1_offset", "input1_multiplier", "input1_shift",
+              "input2_offset", "input2_multiplier", "input2_shift", "left_shift",
+              "output_offset", "output_multiplier", "output_shift", "act_min", "act_max")
+
+
+def add_s8(p, x1, x2):
+    """k2m_add_s8 (TFLite's int8 Add); p has k2m_add_s8_params's fields."""
+    a = (x1.astype(np.int64) + p["input1_offset"]) * (1 << p["left_shift"])
+    b = (x2.astype(np.int64) + p["input2_offset"]) * (1 << p["left_shift"])
+    # the C computes these in int32: the parameters must keep them in range
+    assert np.abs(a).max(initial=0) < 2**31 and np.abs(b).max(initial=0) < 2**31
+    s = (requantize(a, p["input1_multiplier"], p["input1_shift"])
+         + requantize(b, p["input2_multiplier"], p["input2_shift"]))
+    assert s.min(initial=0) >= INT32_MIN and s.max(initial=0) <= INT32_MAX
+    y = requantize(s, p["output_multiplier"], p["output_shift"]) + p["output_offset"]
+    return np.clip(y, p["act_min"], p["act_max"]).astype(np.int8)
+
+
+def add_f32(x1, x2, act_min, act_max):
+    """Bit-exact: one float32 add, then the clamp."""
+    v = (np.asarray(x1, np.float32) + np.asarray(x2, np.float32)).astype(np.float32)
+    lo, hi = np.float32(act_min), np.float32(act_max)
+    v = np.where(v < lo, lo, v)  # the C's comparisons, NaN passes through
+    return np.where(v > hi, hi, v).astype(np.float32)
+
+
 # ---- pooling -------------------------------------------------------------
 
 def max_pool_s8(g, act_min, act_max, x):
@@ -173,6 +233,16 @@ def avg_pool_s8(g, act_min, act_max, x):
     avg = np.where(total > 0, trunc_div(total + half, safe), trunc_div(total - half, safe))
     avg = np.where(count > 0, avg, 0)
     return np.clip(avg, act_min, act_max).astype(np.int8)
+
+
+def mean_s8(q, x):
+    """k2m_mean_s8: x (spatial, channels) int8; the channel sums plus
+    spatial * input_offset, requantized once with multiplier[0], shift[0]."""
+    x = np.asarray(x, np.int64)
+    s = x.sum(axis=0) + x.shape[0] * q["input_offset"]
+    assert s.min() >= INT32_MIN and s.max() <= INT32_MAX, "int32 sum overflow"
+    y = requantize(s, q["multiplier"][0], q["shift"][0]) + q["output_offset"]
+    return np.clip(y, q["act_min"], q["act_max"]).astype(np.int8)
 
 
 def max_pool_f32(g, act_min, act_max, x):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import math
 import re
 import sys
 from pathlib import Path
@@ -378,6 +379,107 @@ def test_conv2d_s8_known_answer(k2m):
     assert list(out) == [2, 2, 5]
 
 
+# ---- depthwise convolution -----------------------------------------------
+
+DW_CHANNELS = [4, 8, 12, 16, 1, 2, 3, 5, 7]   # multiples of 4 take the 4-channel block
+N_DW = 120
+
+
+def depthwise_case(rng, i, dtype):
+    """A random window with out_c = in_c * mult: every third case mult 2 or 3,
+    the others mult 1 (half with in_c a multiple of 4, half not)."""
+    theme, g = random_window(rng, i)
+    mult = [1, 1, 2, 1, 1, 3][i % 6]
+    if mult == 1:
+        pool = DW_CHANNELS[:4] if i % 2 == 0 else DW_CHANNELS[4:]
+    else:
+        pool = DW_CHANNELS
+    g["in_c"] = int(rng.choice(pool))
+    g["out_c"] = g["in_c"] * mult
+    shape_x, shape_w = (g["in_h"], g["in_w"], g["in_c"]), (g["k_h"], g["k_w"], g["out_c"])
+    if dtype == np.int8:
+        q = random_quant(rng, g["out_c"])
+        q["shift"] = rng.integers(-10, 1, g["out_c"]).astype(np.int32)  # few taps: smaller accs
+        x, w = s8(rng, shape_x), w8(rng, shape_w)
+        bias = None if i % 5 == 0 else rng.integers(-2**16, 2**16, g["out_c"]).astype(np.int32)
+        return theme, g, q, x, w, bias
+    lo, hi = random_f32_act(rng)
+    x, w = f32(rng, shape_x), f32(rng, shape_w)
+    bias = None if i % 4 == 0 else f32(rng, g["out_c"])
+    return theme, g, (lo, hi), x, w, bias
+
+
+def test_depthwise_case_mix():
+    gs = [depthwise_case(np.random.default_rng(20000 + i), i, np.int8)[1] for i in range(N_DW)]
+    mults = [g["out_c"] // g["in_c"] for g in gs]
+    assert {1, 2, 3} <= set(mults)
+    assert any(m == 1 and g["in_c"] % 4 == 0 for m, g in zip(mults, gs))
+    assert any(m == 1 and g["in_c"] % 4 and g["in_c"] > 4 for m, g in zip(mults, gs))
+    assert any(g["stride_h"] > 1 or g["stride_w"] > 1 for g in gs)
+    assert any(g["dil_h"] > 1 or g["dil_w"] > 1 for g in gs)
+    assert any(g["pad_top"] > 0 or g["pad_left"] > 0 for g in gs)
+    assert any(g["in_h"] == g["in_w"] == 1 for g in gs)
+
+
+@pytest.mark.parametrize("i", range(N_DW))
+def test_depthwise_conv2d_s8(k2m, i):
+    rng = np.random.default_rng(20000 + i)
+    theme, g, q, x, w, bias = depthwise_case(rng, i, np.int8)
+    full, out = guarded((g["out_h"], g["out_w"], g["out_c"]), np.int8)
+    c = Caller(k2m)
+    c.lib.k2m_depthwise_conv2d_s8(c.window(g), c.quant(q), c.ptr(x, "int8_t"), c.ptr(w, "int8_t"),
+                                  c.ptr(bias, "int32_t"), c.ptr(full, "int8_t"))
+    np.testing.assert_array_equal(out, ref.depthwise_conv2d_s8(g, q, x, w, bias),
+                                  err_msg=f"{theme} {g}")
+    check_guard(full)
+
+
+def test_depthwise_conv2d_s8_not_all_saturated(k2m):
+    seen = []
+    for i in range(N_DW):
+        _, g, q, x, w, bias = depthwise_case(np.random.default_rng(20000 + i), i, np.int8)
+        y = ref.depthwise_conv2d_s8(g, q, x, w, bias).astype(np.int64)
+        seen.append(((y > q["act_min"]) & (y < q["act_max"])).mean())
+    assert np.mean(seen) > 0.2
+
+
+@pytest.mark.parametrize("i", range(N_DW))
+def test_depthwise_conv2d_f32(k2m, i):
+    rng = np.random.default_rng(21000 + i)
+    theme, g, (lo, hi), x, w, bias = depthwise_case(rng, i, np.float32)
+    full, out = guarded((g["out_h"], g["out_w"], g["out_c"]), np.float32)
+    c = Caller(k2m)
+    c.lib.k2m_depthwise_conv2d_f32(c.window(g), lo, hi, c.ptr(x, "float"), c.ptr(w, "float"),
+                                   c.ptr(bias, "float"), c.ptr(full, "float"))
+    want, mag = ref.depthwise_conv2d_f32(g, np.float32(lo), np.float32(hi), x, w, bias)
+    assert_close(out, want, mag, f"{theme} {g}")
+    check_guard(full)
+
+
+def test_depthwise_known_answer(k2m):
+    """1x2 map, channels (1, 10) and (2, 20), 1x1 kernel, mult 2, weights
+    1, 2, 3, 4: output channel c * 2 + m reads input channel c, so the
+    pixels give (1, 2, 30, 40) and (2, 4, 60, 80); int8 with multiplier
+    2^30, shift 1 (x 1) and input zero point 0 gives the same numbers."""
+    g = dict(in_h=1, in_w=2, in_c=2, out_h=1, out_w=2, out_c=4, k_h=1, k_w=1,
+             stride_h=1, stride_w=1, dil_h=1, dil_w=1, pad_top=0, pad_left=0)
+    want = [1, 2, 30, 40, 2, 4, 60, 80]
+    c = Caller(k2m)
+    x = np.array([1, 10, 2, 20], np.float32)
+    w = np.array([1, 2, 3, 4], np.float32)
+    out = np.zeros(8, np.float32)
+    c.lib.k2m_depthwise_conv2d_f32(c.window(g), -F32_MAX, F32_MAX, c.ptr(x, "float"),
+                                   c.ptr(w, "float"), k2m.ffi.NULL, c.ptr(out, "float"))
+    assert list(out) == want
+    q = dict(input_offset=0, output_offset=0, act_min=-128, act_max=127,
+             multiplier=np.full(4, 2**30, np.int32), shift=np.ones(4, np.int32))
+    outs = np.zeros(8, np.int8)
+    c.lib.k2m_depthwise_conv2d_s8(c.window(g), c.quant(q), c.ptr(x.astype(np.int8), "int8_t"),
+                                  c.ptr(w.astype(np.int8), "int8_t"), k2m.ffi.NULL,
+                                  c.ptr(outs, "int8_t"))
+    assert list(outs) == want
+
+
 # ---- int8 -> int16 conv / dense (one shared loop with the s8 kernels) ----
 
 def random_quant_s16(rng, n_out, small):
@@ -581,6 +683,136 @@ def test_fully_connected_s8_s16_matches_s8_on_int8_clamp(k2m, i):
     np.testing.assert_array_equal(o16, o8.astype(np.int16))
 
 
+# ---- elementwise Add ------------------------------------------------------
+
+N_ADD = 80
+
+
+def quantize_multiplier(m):
+    """TFLite's QuantizeMultiplier (the exporter's): m = q * 2^shift / 2^31."""
+    if m <= 0.0:
+        return 0, 0
+    frac, shift = math.frexp(m)
+    q = int(np.sign(frac) * np.floor(abs(frac) * 2**31 + 0.5))
+    if q == 2**31:
+        q, shift = q // 2, shift + 1
+    return q, shift
+
+
+def add_params(rng, i):
+    """Parameters as TFLite (and exporter/quantize.py) derive them from three
+    scales: inputs to twice the larger input scale (multipliers <= 1/2,
+    shifts <= 0), left_shift 20, the output multiplier twice / (2^20 s_out).
+    Every fourth case has a too-fine output scale, so the clamp bites."""
+    s1, s2 = (float(10 ** rng.uniform(-3, 0)) for _ in range(2))
+    if i % 7 == 0:
+        s2 = s1                                   # equal scales
+    so = (s1 + s2) * float(rng.uniform(0.6, 1.5))
+    if i % 4 == 3:
+        so *= float(rng.uniform(0.05, 0.3))
+    twice, left_shift = 2.0 * max(s1, s2), 20
+    m1, sh1 = quantize_multiplier(s1 / twice)
+    m2, sh2 = quantize_multiplier(s2 / twice)
+    mo, sho = quantize_multiplier(twice / ((1 << left_shift) * so))
+    o1, o2 = int(rng.integers(-127, 129)), int(rng.integers(-127, 129))
+    # output zero point where calibration would put it (the middle of the
+    # sum's range), give or take; every fifth case anywhere
+    centre = (s1 * (o1 - 0.5) + s2 * (o2 - 0.5)) / so
+    zo = int(np.clip(round(-0.5 - centre) + int(rng.integers(-20, 21)), -128, 127))
+    if i % 5 == 0:
+        zo = int(rng.integers(-128, 128))
+    kind = i % 3
+    lo, hi = [(-128, 127), (max(-128, zo), 127), tuple(sorted(int(v) for v in rng.integers(-128, 128, 2)))][kind]
+    return dict(input1_offset=o1, input1_multiplier=m1, input1_shift=sh1,
+                input2_offset=o2, input2_multiplier=m2, input2_shift=sh2,
+                left_shift=left_shift, output_offset=zo, output_multiplier=mo,
+                output_shift=sho, act_min=lo, act_max=hi)
+
+
+def call_add_s8(k2m, p, x1, x2, in_place=False):
+    c = Caller(k2m)
+    params = c.new("k2m_add_s8_params", p)
+    if in_place:
+        x1 = x1.copy()
+        c.lib.k2m_add_s8(params, c.ptr(x1, "int8_t"), c.ptr(x2, "int8_t"), c.ptr(x1, "int8_t"),
+                         x1.size)
+        return x1
+    full, out = guarded(x1.shape, np.int8)
+    c.lib.k2m_add_s8(params, c.ptr(x1, "int8_t"), c.ptr(x2, "int8_t"), c.ptr(full, "int8_t"),
+                     x1.size)
+    check_guard(full)
+    return out
+
+
+@pytest.mark.parametrize("i", range(N_ADD))
+def test_add_s8(k2m, i):
+    rng = np.random.default_rng(22000 + i)
+    p = add_params(rng, i)
+    assert p["input1_shift"] <= 0 and p["input2_shift"] <= 0
+    assert (2**30, 0) in [(p["input1_multiplier"], p["input1_shift"]),
+                          (p["input2_multiplier"], p["input2_shift"])]  # the larger scale: 1/2
+    n = int(rng.integers(1, 300))
+    x1, x2 = s8(rng, n), s8(rng, n)
+    x1[:4], x2[:4] = [-128, 127, -128, 127][:n], [-128, 127, 127, -128][:n]  # the corners
+    want = ref.add_s8(p, x1, x2)
+    np.testing.assert_array_equal(call_add_s8(k2m, p, x1, x2, in_place=i % 5 == 4), want,
+                                  err_msg=str(p))
+    # and it is the real sum, to a step or two, wherever the clamp does not bite
+    real = ((x1.astype(np.int64) + p["input1_offset"]) * math.ldexp(p["input1_multiplier"], p["input1_shift"] - 31)
+            + (x2.astype(np.int64) + p["input2_offset"]) * math.ldexp(p["input2_multiplier"], p["input2_shift"] - 31)) \
+        * math.ldexp(p["output_multiplier"], p["output_shift"] - 31) * 2**20 + p["output_offset"]
+    inside = (real > p["act_min"] + 1) & (real < p["act_max"] - 1)
+    assert np.all(np.abs(want[inside] - real[inside]) <= 1.5)
+
+
+def test_add_s8_clamps_and_not_all_saturated(k2m):
+    inside, clamped = [], []
+    for i in range(N_ADD):
+        rng = np.random.default_rng(22000 + i)
+        p = add_params(rng, i)
+        n = int(rng.integers(1, 300))
+        y = ref.add_s8(p, s8(rng, n), s8(rng, n)).astype(np.int64)
+        inside.append(((y > p["act_min"]) & (y < p["act_max"])).mean())
+        clamped.append(((y == p["act_min"]) | (y == p["act_max"])).mean())
+    assert np.mean(inside) > 0.4 and np.mean(np.array(clamped) > 0.05) > 0.2
+
+
+def test_add_s8_known_answer(k2m):
+    """Equal scales everywhere, zero points 0: out = clamp(x1 + x2).  The
+    parameters are what TFLite derives: input multipliers 1/2 (2^30, shift
+    0), output 2 / 2^20 = 2^30 * 2^-18 / 2^31."""
+    p = add_params(np.random.default_rng(0), 0)
+    p.update(input1_offset=0, input1_multiplier=2**30, input1_shift=0,
+             input2_offset=0, input2_multiplier=2**30, input2_shift=0,
+             output_offset=0, output_multiplier=2**30, output_shift=-18,
+             act_min=-128, act_max=127)
+    assert quantize_multiplier(2.0 / 2**20) == (2**30, -18)
+    x1 = np.array([1, -1, 100, -100, 5, 0], np.int8)
+    x2 = np.array([2, -3, 100, -100, -5, 0], np.int8)
+    assert list(call_add_s8(k2m, p, x1, x2)) == [3, -4, 127, -128, 0, 0]
+    p.update(output_offset=10, act_min=0, act_max=20)  # fused ReLU-like clamp
+    assert list(call_add_s8(k2m, p, x1, x2)) == [13, 6, 20, 0, 10, 10]
+
+
+@pytest.mark.parametrize("i", range(40))
+def test_add_f32(k2m, i):
+    rng = np.random.default_rng(23000 + i)
+    n = int(rng.integers(1, 300))
+    x1 = f32(rng, n) * np.float32(10 ** rng.uniform(-3, 3))
+    x2 = f32(rng, n) * np.float32(10 ** rng.uniform(-3, 3))
+    lo, hi = random_f32_act(rng)
+    want = ref.add_f32(x1, x2, lo, hi)
+    c = Caller(k2m)
+    if i % 4 == 3:  # in place
+        c.lib.k2m_add_f32(c.ptr(x1, "float"), c.ptr(x2, "float"), c.ptr(x1, "float"), n, lo, hi)
+        np.testing.assert_array_equal(x1, want)
+    else:
+        full, out = guarded((n,), np.float32)
+        c.lib.k2m_add_f32(c.ptr(x1, "float"), c.ptr(x2, "float"), c.ptr(full, "float"), n, lo, hi)
+        np.testing.assert_array_equal(out, want)
+        check_guard(full)
+
+
 # ---- pooling -------------------------------------------------------------
 
 def pool_case(rng, i, dtype):
@@ -646,6 +878,71 @@ def test_avg_pool_known_answer(k2m):
     xs = -xs
     c.lib.k2m_avg_pool_s8(c.window(g), -128, 127, c.ptr(xs, "int8_t"), c.ptr(outs, "int8_t"))
     assert list(outs) == [-3, -3, -4, -4]
+
+
+# ---- mean (global average pooling) --------------------------------------
+
+N_MEAN = 48
+
+
+def mean_case(rng, i):
+    spatial = [1, 2, 49, 1024][i % 4] if i % 3 == 0 else int(rng.integers(1, 200))
+    channels = int(rng.integers(1, 40))
+    in_off = int(rng.integers(-127, 129))
+    out_off = int(rng.integers(-128, 128))
+    if i % 4 == 1:   # raw random requantization, clamps anywhere
+        m, sh = int(rng.integers(2**30, 2**31)), int(rng.integers(-14, 1))
+        lo, hi = sorted(int(v) for v in rng.integers(-128, 128, 2))
+    else:            # as the exporter: input_scale / (output_scale * spatial),
+        ratio = float(rng.uniform(0.3, 1.5))   # output zero point near the mean's
+        m, sh = quantize_multiplier(ratio / spatial)
+        out_off = int(np.clip(round(-ratio * in_off) + int(rng.integers(-30, 31)), -128, 127))
+        lo, hi = (max(-128, out_off), 127) if i % 4 == 2 else (-128, 127)
+    q = dict(input_offset=in_off, output_offset=out_off,
+             act_min=lo, act_max=hi, multiplier=np.array([m], np.int32),
+             shift=np.array([sh], np.int32))
+    x = s8(rng, (spatial, channels))
+    if i % 6 == 5:
+        x[:] = np.int8(-128 if i % 12 == 5 else 127)   # extreme maps
+    return q, x
+
+
+def call_mean(k2m, q, x):
+    spatial, channels = x.shape
+    full, out = guarded((channels,), np.int8)
+    c = Caller(k2m)
+    c.lib.k2m_mean_s8(spatial, channels, c.quant(q), c.ptr(x, "int8_t"), c.ptr(full, "int8_t"))
+    check_guard(full)
+    return out
+
+
+@pytest.mark.parametrize("i", range(N_MEAN))
+def test_mean_s8(k2m, i):
+    q, x = mean_case(np.random.default_rng(24000 + i), i)
+    np.testing.assert_array_equal(call_mean(k2m, q, x), ref.mean_s8(q, x),
+                                  err_msg=f"{x.shape} {q}")
+
+
+def test_mean_s8_not_all_saturated():
+    inside = []
+    for i in range(N_MEAN):
+        q, x = mean_case(np.random.default_rng(24000 + i), i)
+        y = ref.mean_s8(q, x).astype(np.int64)
+        inside.append(((y > q["act_min"]) & (y < q["act_max"])).mean())
+    assert np.mean(inside) > 0.5
+
+
+def test_mean_s8_known_answer(k2m):
+    """Four pixels 1, 2, 3, 4 and their negatives, same scale in and out
+    (multiplier for 1/4: 2^30, shift -1): means 2.5 and -2.5 round away
+    from zero to 3 and -3; input zero point -1 (offset +1) gives 3.5 -> 4."""
+    q = dict(input_offset=0, output_offset=0, act_min=-128, act_max=127,
+             multiplier=np.array([2**30], np.int32), shift=np.array([-1], np.int32))
+    assert quantize_multiplier(0.25) == (2**30, -1)
+    x = np.array([[1, -1], [2, -2], [3, -3], [4, -4]], np.int8)
+    assert list(call_mean(k2m, q, x)) == [3, -3]
+    q["input_offset"] = 1
+    assert list(call_mean(k2m, q, x)) == [4, -2]
 
 
 # ---- activations ---------------------------------------------------------
