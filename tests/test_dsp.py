@@ -1,5 +1,6 @@
 """The Cortex-M4 DSP (SMLAD) paths of the int8 conv / fully connected kernels
-against the portable reference, bit for bit, on the emulated Cortex-M4.
+(and the depthwise conv kernel) against the portable reference, bit for bit,
+on the emulated Cortex-M4.
 
 Random layer shapes (fixed seed: strides, dilations, explicit and 'same'
 padding, odd channel and feature counts, 1x1 maps, kernels larger than the
@@ -35,9 +36,10 @@ RUNTIME = ROOT / "c_runtime"
 M4RUN = ROOT.parent / "shared" / "tools" / "m4run"
 APT = "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
 SEED = 20240611
-N_CONV_S8, N_CONV_S16, N_FC = 100, 60, 70
+N_CONV_S8, N_CONV_S16, N_FC, N_DW = 100, 60, 70, 90
 INT32_MIN = -(2**31)
 GUARD = 16  # guard elements after every output and scratch buffer
+KERNEL_SOURCES = ("k2m_conv.c", "k2m_fully_connected.c", "k2m_depthwise.c")
 
 
 def _unavailable(reason):
@@ -125,6 +127,23 @@ def random_quant(rng, n_out, k, s16):
                 shift=shift.astype(np.int32))
 
 
+def depthwise_window(rng, i):
+    """mult 1 with in_c 4, 8, 12 (the 4-channel blocks only) and 5, 7 (blocks
+    plus the scalar tail), or mult 2 (scalar loop); 1x1 maps, strides,
+    dilations, 'same' and explicit padding from _axis."""
+    theme = ["plain", "one_by_one_map", "plain", "big_kernel", "plain"][i % 5]
+    h = _axis(rng, theme)
+    w = _axis(rng, theme)
+    if i % 6 == 5:
+        in_c, mult = int(rng.choice([1, 2, 3, 4, 5])), 2
+    else:
+        in_c, mult = [4, 8, 12, 5, 7][i % 5 if i % 6 != 4 else int(rng.integers(5))], 1
+    g = dict(in_h=h[0], in_w=w[0], in_c=in_c, out_h=h[5], out_w=w[5], out_c=in_c * mult,
+             k_h=h[1], k_w=w[1], stride_h=h[2], stride_w=w[2], dil_h=h[3], dil_w=w[3],
+             pad_top=h[4], pad_left=w[4])
+    return f"dw_mult{mult}_{theme}", g
+
+
 def make_cases():
     rng = np.random.default_rng(SEED)
     cases = []
@@ -149,6 +168,14 @@ def make_cases():
         y = ref.fully_connected_s8(q, x, w, bias)
         cases.append(dict(kind="fc", s16=False, theme="fc", dims=(b, n_in, n_out), q=q, x=x,
                           w=w, bias=bias, y=y))
+    for i in range(N_DW):
+        theme, g = depthwise_window(rng, i)
+        q = random_quant(rng, g["out_c"], g["k_h"] * g["k_w"], False)
+        x = rng.integers(-128, 128, (g["in_h"], g["in_w"], g["in_c"])).astype(np.int8)
+        w = rng.integers(-127, 128, (g["k_h"], g["k_w"], g["out_c"])).astype(np.int8)
+        bias = None if rng.integers(6) == 0 else rng.integers(-2**16, 2**16, g["out_c"]).astype(np.int32)
+        y = ref.depthwise_conv2d_s8(g, q, x, w, bias)
+        cases.append(dict(kind="dw", s16=False, theme=theme, g=g, q=q, x=x, w=w, bias=bias, y=y))
     return cases
 
 
@@ -171,7 +198,11 @@ def c_program(cases):
     max_out = max(int(np.asarray(c["y"]).size) for c in cases)
     max_scr = max(2 * c["g"]["k_h"] * c["g"]["k_w"] * c["g"]["in_c"]
                   for c in cases if c["kind"] == "conv")
-    src = ['#include <stdio.h>\n#include <stdint.h>\n#include "k2m.h"\n\n',
+    # The driver (hundreds of call blocks in one main) needs no optimisation
+    # and takes gcc ~15 s at -O2; the kernels are other translation units
+    # and keep m4run's -O2.
+    src = ['#pragma GCC optimize("O1")\n',
+           '#include <stdio.h>\n#include <stdint.h>\n#include "k2m.h"\n\n',
            f"#define GUARD {GUARD}\n",
            f"static int16_t out_buf[{max_out} + GUARD];\n",
            # int32 storage: the scratch is 4-byte aligned, as the arena's is
@@ -220,7 +251,14 @@ static int guard_ok(const void *buf, int32_t from_byte, int32_t bytes)
                  f"{q['act_min']}, {q['act_max']}, m{i}, s{i}}};",
                  "        int ok = 1;",
                  "        fill(out_buf, sizeof out_buf); fill(scratch_buf, sizeof scratch_buf);"]
-        if c["kind"] == "conv":
+        fields = ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "k_w",
+                  "stride_h", "stride_w", "dil_h", "dil_w", "pad_top", "pad_left")
+        if c["kind"] == "dw":
+            g = c["g"]
+            lines += [f"        const k2m_window g = {{{', '.join(str(g[f]) for f in fields)}}};",
+                      f"        k2m_depthwise_conv2d_s8(&g, &q, x{i}, w{i}, {bias}, "
+                      "(int8_t *)(void *)out_buf);"]
+        elif c["kind"] == "conv":
             g = c["g"]
             fields = ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "k_w",
                       "stride_h", "stride_w", "dil_h", "dil_w", "pad_top", "pad_left")
@@ -247,7 +285,7 @@ def run_m4(m4run, src, portable):
     cmd = [str(m4run), "--timeout", "120", "-I", str(RUNTIME)]
     if portable:
         cmd += ["-D", "K2M_PORTABLE"]
-    cmd += [str(src), str(RUNTIME / "k2m_conv.c"), str(RUNTIME / "k2m_fully_connected.c")]
+    cmd += [str(src)] + [str(RUNTIME / f) for f in KERNEL_SOURCES]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"{' '.join(cmd)} -> {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     assert "\ndone" in r.stdout or r.stdout.startswith("done"), r.stdout[-2000:]
@@ -280,6 +318,15 @@ def test_case_mix():
     assert any((g["out_h"] * g["out_w"]) % 2 for g in gs)
     assert any(c["s16"] for c in conv)
     assert any(c["dims"][1] % 4 for c in cases if c["kind"] == "fc")
+    dw = [c["g"] for c in cases if c["kind"] == "dw"]
+    assert len(dw) >= 80
+    mult1 = {g["in_c"] for g in dw if g["out_c"] == g["in_c"]}
+    assert {4, 8, 12, 5, 7} <= mult1
+    assert any(g["out_c"] == 2 * g["in_c"] for g in dw)
+    assert any(g["stride_h"] > 1 or g["stride_w"] > 1 for g in dw)
+    assert any(g["dil_h"] > 1 or g["dil_w"] > 1 for g in dw)
+    assert any(g["pad_top"] > 0 or g["pad_left"] > 0 for g in dw)
+    assert any(g["in_h"] == g["in_w"] == 1 for g in dw)
     # the requantization must not saturate everything
     inside = [((np.asarray(c["y"]) > c["q"]["act_min"]) & (np.asarray(c["y"]) < c["q"]["act_max"])).mean()
               for c in cases]
@@ -297,7 +344,7 @@ def test_bit_identical(results, path):
             continue
         h, ok = run[i]
         what = f"case {i} {c['kind']}{'_s16' if c['s16'] else ''} {c['theme']} " + (
-            str(c["g"]) if c["kind"] == "conv" else str(c["dims"]))
+            str(c["g"]) if c["kind"] in ("conv", "dw") else str(c["dims"]))
         if h != out_hash(c["y"]):
             bad.append(what + ": output differs from the reference")
         if not ok:
