@@ -189,6 +189,24 @@ void k2m_relu_f32(const float *input, float *output, int32_t size,
                   float act_min, float act_max);
 void k2m_sigmoid_f32(const float *input, float *output, int32_t size);
 void k2m_tanh_f32(const float *input, float *output, int32_t size);
+/* The other Keras activations, float.  (In int8 every elementwise function
+ * is a k2m_lut_s8 / k2m_lut_s16_s8 table.) */
+typedef enum {
+    K2M_ACT_LEAKY_RELU,   /* x >= threshold ? x : alpha * (x - threshold) */
+    K2M_ACT_ELU,          /* x > 0 ? x : alpha * (exp(x) - 1) */
+    K2M_ACT_SELU,
+    K2M_ACT_HARD_SIGMOID, /* Keras 3: relu6(x + 3) / 6 */
+    K2M_ACT_HARD_SWISH,   /* x * hard_sigmoid(x), also hard_silu */
+    K2M_ACT_SWISH,        /* x * sigmoid(x), also silu */
+    K2M_ACT_GELU,         /* exact, with erf */
+    K2M_ACT_GELU_TANH,    /* the tanh approximation */
+    K2M_ACT_SOFTPLUS,
+    K2M_ACT_SOFTSIGN,
+    K2M_ACT_EXPONENTIAL,
+    K2M_ACT_MISH
+} k2m_act_fn;
+void k2m_activation_f32(k2m_act_fn fn, const float *input, float *output,
+                        int32_t size, float alpha, float threshold);
 
 /* ---- quantize / dequantize at the model boundary (k2m_quantize.c) ----- */
 /* Round half away from zero, as TFLite's reference quantize does. */

@@ -167,3 +167,92 @@ void k2m_tanh_f32(const float *input, float *output, int32_t size)
         output[i] = tanhf(input[i]);
     }
 }
+
+/* The other Keras activations in float.  One switch per call, one tight
+ * loop per function; alpha is the function's parameter where it has one
+ * (LeakyReLU's negative slope, ELU's alpha) and threshold the ReLU
+ * threshold. */
+void k2m_activation_f32(k2m_act_fn fn, const float *input, float *output,
+                        int32_t size, float alpha, float threshold)
+{
+    int32_t i;
+
+    switch (fn) {
+    case K2M_ACT_LEAKY_RELU:
+        for (i = 0; i < size; ++i) {
+            const float x = input[i];
+            output[i] = x >= threshold ? x : alpha * (x - threshold);
+        }
+        break;
+    case K2M_ACT_ELU:
+        for (i = 0; i < size; ++i) {
+            const float x = input[i];
+            output[i] = x > 0.0f ? x : alpha * (expf(x) - 1.0f);
+        }
+        break;
+    case K2M_ACT_SELU:
+        for (i = 0; i < size; ++i) {
+            const float x = input[i];
+            output[i] = 1.05070098f * (x > 0.0f ? x : 1.67326324f * (expf(x) - 1.0f));
+        }
+        break;
+    case K2M_ACT_HARD_SIGMOID:
+        for (i = 0; i < size; ++i) {
+            float y = (input[i] + 3.0f) / 6.0f;
+            y = y < 0.0f ? 0.0f : y;
+            output[i] = y > 1.0f ? 1.0f : y;
+        }
+        break;
+    case K2M_ACT_HARD_SWISH:
+        for (i = 0; i < size; ++i) {
+            const float x = input[i];
+            float y = (x + 3.0f) / 6.0f;
+            y = y < 0.0f ? 0.0f : y;
+            output[i] = x * (y > 1.0f ? 1.0f : y);
+        }
+        break;
+    case K2M_ACT_SWISH:
+        for (i = 0; i < size; ++i) {
+            const float x = input[i];
+            output[i] = x / (1.0f + expf(-x));
+        }
+        break;
+    case K2M_ACT_GELU:
+        for (i = 0; i < size; ++i) {
+            const float x = input[i];
+            output[i] = 0.5f * x * (1.0f + erff(x * 0.707106781f));
+        }
+        break;
+    case K2M_ACT_GELU_TANH:
+        for (i = 0; i < size; ++i) {
+            const float x = input[i];
+            output[i] = 0.5f * x * (1.0f + tanhf(0.797884561f * (x + 0.044715f * x * x * x)));
+        }
+        break;
+    case K2M_ACT_SOFTPLUS:
+        for (i = 0; i < size; ++i) {
+            const float x = input[i];
+            /* log1p(exp(x)) without overflow for large x */
+            output[i] = x > 15.0f ? x + log1pf(expf(-x)) : log1pf(expf(x));
+        }
+        break;
+    case K2M_ACT_SOFTSIGN:
+        for (i = 0; i < size; ++i) {
+            const float x = input[i];
+            output[i] = x / (1.0f + fabsf(x));
+        }
+        break;
+    case K2M_ACT_EXPONENTIAL:
+        for (i = 0; i < size; ++i) {
+            output[i] = expf(input[i]);
+        }
+        break;
+    case K2M_ACT_MISH:
+        for (i = 0; i < size; ++i) {
+            const float x = input[i];
+            const float sp = x > 15.0f ? x : log1pf(expf(x));
+            output[i] = x * tanhf(sp);
+        }
+        break;
+    }
+}

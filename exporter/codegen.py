@@ -179,6 +179,10 @@ class Emitter:
                                     f"{node.layer}: {s['func']} as a table over the 256 int8 inputs")
         elif s["func"] == "clamp":
             s["act_min"], s["act_max"] = self.clamp_f32(node.attrs["clamp"])
+        elif s["func"] not in ("sigmoid", "tanh"):
+            s["act_enum"] = "K2M_ACT_" + s["func"].upper()
+            s["alpha"] = c_float(node.attrs.get("alpha", 0.0))
+            s["threshold"] = c_float(node.attrs.get("threshold", 0.0))
 
     def _softmax(self, node, tin, tout, s):
         s["cols"] = tin.shape[-1]

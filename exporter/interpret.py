@@ -94,15 +94,45 @@ def avg_pool(node, x):
     return _clamp(total / count, a["clamp"])
 
 
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+# Keras 3's definitions (keras.activations); a = the node's attrs.
+FUNCS = {
+    "sigmoid": lambda x, a: _sigmoid(x),
+    "tanh": lambda x, a: np.tanh(x),
+    "leaky_relu": lambda x, a: np.where(x >= a.get("threshold", 0.0), x,
+                                        a["alpha"] * (x - a.get("threshold", 0.0))),
+    "elu": lambda x, a: np.where(x > 0, x, a["alpha"] * np.expm1(np.minimum(x, 0))),
+    "selu": lambda x, a: 1.0507009873554805 * np.where(
+        x > 0, x, 1.6732632423543772 * np.expm1(np.minimum(x, 0))),
+    "hard_sigmoid": lambda x, a: np.clip(x + 3.0, 0.0, 6.0) / 6.0,
+    "hard_swish": lambda x, a: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0,
+    "swish": lambda x, a: x * _sigmoid(x),
+    "gelu": lambda x, a: 0.5 * x * (1.0 + _erf(x / np.sqrt(2.0))),
+    "gelu_tanh": lambda x, a: 0.5 * x * (1.0 + np.tanh(0.7978845608 * (x + 0.044715 * x ** 3))),
+    "softplus": lambda x, a: _softplus(x),
+    "softsign": lambda x, a: x / (1.0 + np.abs(x)),
+    "exponential": lambda x, a: np.exp(x),
+    "mish": lambda x, a: x * np.tanh(_softplus(x)),
+}
+
+
+def _erf(x):
+    from math import erf
+    return np.vectorize(erf, otypes=[np.float64])(x)
+
+
 def activation(node, x):
     func = node.attrs["func"]
     if func == "clamp":
         return _clamp(x, node.attrs["clamp"])
-    if func == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-x))
-    if func == "tanh":
-        return np.tanh(x)
-    raise KeyError(func)
+    return FUNCS[func](np.asarray(x, np.float64), node.attrs)
 
 
 def softmax(node, x):

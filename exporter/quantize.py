@@ -30,7 +30,8 @@ SIGMOID_Q = Quant(1.0 / 256, -128)
 TANH_Q = Quant(1.0 / 128, 0)
 SOFTMAX_Q = Quant(1.0 / 256, -128)
 SAME_AS_INPUT = {"max_pool", "avg_pool", "reshape", "identity"}
-WIDE_READERS = {"sigmoid", "tanh", "softmax"}
+WIDE_READERS = {"sigmoid", "tanh", "softmax", "elu", "selu", "hard_sigmoid", "hard_swish",
+                "swish", "gelu", "softplus", "softsign", "exponential", "mish"}
 INT16_MAX = 32767
 CHUNK = 64
 

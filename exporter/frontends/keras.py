@@ -19,7 +19,16 @@ HANDLERS: dict = {}
 
 # Activations a conv/dense applies as an output clamp; others become a node.
 CLAMPS = {"linear": (None, None), "relu": (0.0, None), "relu6": (0.0, 6.0)}
-ELEMENTWISE = {"sigmoid", "tanh"}
+# Keras activation name -> (IR function, its parameters)
+ELEMENTWISE = {
+    "sigmoid": ("sigmoid", {}), "tanh": ("tanh", {}),
+    "leaky_relu": ("leaky_relu", {"alpha": 0.2}), "elu": ("elu", {"alpha": 1.0}),
+    "selu": ("selu", {}), "hard_sigmoid": ("hard_sigmoid", {}),
+    "hard_silu": ("hard_swish", {}), "hard_swish": ("hard_swish", {}),
+    "silu": ("swish", {}), "swish": ("swish", {}), "gelu": ("gelu", {}),
+    "softplus": ("softplus", {}), "softsign": ("softsign", {}),
+    "exponential": ("exponential", {}), "mish": ("mish", {}),
+}
 
 
 def handles(*classes):
@@ -85,13 +94,16 @@ class LayerContext:
         if name in ELEMENTWISE or name == "softmax":
             return CLAMPS["linear"], name
         self.unsupported(f"activation '{name}' is not supported yet "
-                         f"(supported: {', '.join(sorted(set(CLAMPS) | ELEMENTWISE | {'softmax'}))})")
+                         f"(supported: {', '.join(sorted(set(CLAMPS) | set(ELEMENTWISE) | {'softmax'}))})")
 
-    def add_activation(self, func: str, tensor: str, suffix="_act") -> str:
+    def add_activation(self, name: str, tensor: str, suffix="_act", **params) -> str:
+        """An activation node for Keras activation `name` (params override defaults)."""
         shape = self.graph.tensors[tensor].shape
-        if func == "softmax":
+        if name == "softmax":
             return self.add("softmax", [tensor], shape, {"axis": -1}, suffix=suffix)
-        return self.add("activation", [tensor], shape, {"func": func}, suffix=suffix)
+        func, defaults = ELEMENTWISE[name]
+        return self.add("activation", [tensor], shape, {"func": func, **defaults, **params},
+                        suffix=suffix)
 
 
 # ---- padding -------------------------------------------------------------
@@ -360,12 +372,32 @@ def activation_layer(ctx):
 @handles("ReLU")
 def relu_layer(ctx):
     c = ctx.config
-    if c.get("negative_slope") or c.get("threshold"):
-        ctx.unsupported("ReLU with negative_slope or threshold is not supported yet")
     top = c.get("max_value")
     ctx.info(ctx.in_shape)
+    if c.get("negative_slope") or c.get("threshold"):
+        if top is not None:
+            ctx.unsupported("ReLU with both max_value and negative_slope/threshold "
+                            "is not supported yet")
+        return ctx.add_activation("leaky_relu", ctx.inputs[0], suffix="",
+                                  alpha=float(c.get("negative_slope") or 0.0),
+                                  threshold=float(c.get("threshold") or 0.0))
     return ctx.add("activation", ctx.inputs, ctx.in_shape,
                    {"func": "clamp", "clamp": (0.0, None if top is None else float(top))})
+
+
+@handles("LeakyReLU")
+def leaky_relu_layer(ctx):
+    c = ctx.config
+    slope = c.get("negative_slope", c.get("alpha", 0.3))
+    ctx.info(ctx.in_shape)
+    return ctx.add_activation("leaky_relu", ctx.inputs[0], suffix="", alpha=float(slope))
+
+
+@handles("ELU")
+def elu_layer(ctx):
+    ctx.info(ctx.in_shape)
+    return ctx.add_activation("elu", ctx.inputs[0], suffix="",
+                              alpha=float(ctx.config.get("alpha", 1.0)))
 
 
 @handles("Softmax")
