@@ -143,7 +143,7 @@ def weighted(node, tin, tout) -> dict:
     wq = wq.T.reshape(w.shape) if depthwise else wq.reshape(w.shape)
     bscale = qin.scale * wscale
     bias = node.weights.get("bias")
-    bq = (np.zeros(w.shape[0]) if bias is None else round_away(bias / bscale))
+    bq = np.zeros(len(wscale)) if bias is None else round_away(bias / bscale)
     bq = np.clip(bq, -2**31, 2**31 - 1).astype(np.int32)
     mults = [quantize_multiplier(s / qout.scale) for s in bscale]
     return {"weight_scale": wscale, "kernel": wq, "bias": bq,

@@ -84,3 +84,24 @@ def test_add_of_three(keras, tmp_path):
     inp = keras.Input((12,))
     a, b, c = L.Dense(6)(inp), L.Dense(6, activation="relu")(inp), L.Dense(6)(inp)
     check(keras.Model(inp, L.Add()([a, b, c])), tmp_path, (12,))
+
+
+@pytest.mark.parametrize("one_d", [False, True])
+@pytest.mark.parametrize("mult,stride,padding", [(1, 1, "same"), (2, 2, "valid"), (1, 2, "same")])
+def test_separable(keras, tmp_path, one_d, mult, stride, padding):
+    L = keras.layers
+    if one_d:
+        shape, layer = (11, 5), L.SeparableConv1D(6, 3, strides=stride, padding=padding,
+                                                  depth_multiplier=mult, activation="relu",
+                                                  bias_initializer="random_normal")
+    else:
+        shape, layer = (9, 8, 5), L.SeparableConv2D(6, 3, strides=stride, padding=padding,
+                                                    depth_multiplier=mult, activation="relu",
+                                                    bias_initializer="random_normal")
+    check(keras.Sequential([keras.Input(shape), layer]), tmp_path, shape)
+
+
+def test_depthwise_without_bias(keras, tmp_path):
+    L = keras.layers
+    m = keras.Sequential([keras.Input((7, 6, 5)), L.DepthwiseConv2D(3, padding="same", use_bias=False)])
+    check(m, tmp_path, (7, 6, 5))

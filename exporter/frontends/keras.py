@@ -211,6 +211,57 @@ def depthwise_conv2d(ctx):
     return ctx.add_activation(func, t) if func else t
 
 
+def _separable(ctx, one_d: bool):
+    """Depthwise then pointwise (1x1) convolution: two IR nodes."""
+    c = ctx.config
+    ctx.channels_last()
+    ws = ctx.weights()
+    dk, pk = ws[0], ws[1]
+    bias = ws[2] if c["use_bias"] else None
+    k, strides, dil = as_pair(c["kernel_size"]), as_pair(c["strides"]), as_pair(c["dilation_rate"])
+    mult, cout = c["depth_multiplier"], c["filters"]
+    if one_d:
+        steps, cin = ctx.in_shape
+        in_hw, k, strides, dil = (1, steps), (1,) + k, (1,) + strides, (1,) + dil
+        validate.check_kernel(ctx.name, ctx.cls, dk.shape, (k[1], cin, mult), ("k", "in", "mult"))
+        validate.check_kernel(ctx.name, ctx.cls, pk.shape, (1, cin * mult, cout), ("1", "in·mult", "out"))
+    else:
+        h, w, cin = ctx.in_shape
+        in_hw = (h, w)
+        validate.check_kernel(ctx.name, ctx.cls, dk.shape, (k[0], k[1], cin, mult),
+                              ("kh", "kw", "in", "mult"))
+        validate.check_kernel(ctx.name, ctx.cls, pk.shape, (1, 1, cin * mult, cout),
+                              ("1", "1", "in·mult", "out"))
+    (oh, ow), attrs = window_attrs(in_hw, k, strides, dil, c["padding"])
+    mid_shape = (ow, cin * mult) if one_d else (oh, ow, cin * mult)
+    out_shape = (ow, cout) if one_d else (oh, ow, cout)
+    clamp, func = ctx.activation(c["activation"])
+    attrs.update(clamp=CLAMPS["linear"], in_hw=in_hw, out_hw=(oh, ow))
+    depthwise = {"kernel": np.ascontiguousarray(dk.reshape(1, k[0], k[1], cin * mult))}
+    pointwise = {"kernel": np.ascontiguousarray(pk.reshape(cin * mult, cout).T[:, None, None, :])}
+    if bias is not None:
+        pointwise["bias"] = bias
+    ctx.info(out_shape, kernel_shape=dk.shape, kernel_dims=("kh", "kw", "in", "mult")[-dk.ndim:],
+             c_layout=depthwise["kernel"].shape, c_dims=("1", "kh", "kw", "in·mult"),
+             params=dk.size + pk.size + (0 if bias is None else bias.size),
+             macs=oh * ow * cin * mult * (k[0] * k[1] + cout))
+    t = ctx.add("depthwise_conv2d", ctx.inputs, mid_shape, attrs, depthwise, suffix="_depthwise")
+    point_attrs = {"kernel": (1, 1), "strides": (1, 1), "dilation": (1, 1), "pad": (0, 0),
+                   "padding": "valid", "clamp": clamp, "in_hw": (oh, ow), "out_hw": (oh, ow)}
+    t = ctx.add("conv2d", [t], out_shape, point_attrs, pointwise)
+    return ctx.add_activation(func, t) if func else t
+
+
+@handles("SeparableConv1D")
+def separable_conv1d(ctx):
+    return _separable(ctx, one_d=True)
+
+
+@handles("SeparableConv2D")
+def separable_conv2d(ctx):
+    return _separable(ctx, one_d=False)
+
+
 @handles("BatchNormalization")
 def batch_normalization(ctx):
     """y = a·x + b per channel; folded into the conv/dense before it by a pass."""
