@@ -1,4 +1,4 @@
-"""Instruction counts of the int8 conv / fully connected kernels on the
+"""Instruction counts of the int8 conv / depthwise / fully connected kernels on the
 emulated Cortex-M4, DSP path against the portable path.
 
 Run from the repository root:
@@ -8,7 +8,7 @@ Run from the repository root:
 For every shape it writes one C program (random operands from a fixed seed,
 one call of the kernel between bench_begin()/bench_end()), builds it twice
 with ../shared/tools/m4run (`m4run --work MACS -I c_runtime prog.c
-c_runtime/k2m_conv.c c_runtime/k2m_fully_connected.c`, then the same with
+c_runtime/k2m_conv.c c_runtime/k2m_depthwise.c c_runtime/k2m_fully_connected.c`, then the same with
 `-DK2M_PORTABLE`), checks the two builds print the same output checksum, and
 prints: kernel, shape, MACs, instructions and instructions/MAC of each path,
 speed-up.  Needs arm-none-eabi-gcc and qemu-system-arm (see
@@ -45,6 +45,14 @@ def conv(name, in_h, in_w, in_c, out_c, k_h, k_w, stride=1, pad="same", s16=Fals
     return dict(kind="conv", name=name, g=g, macs=macs, s16=s16)
 
 
+def depthwise(name, in_h, in_w, ch, k_h, k_w, stride=1, pad="same"):
+    """Depth multiplier 1 (MobileNet / DS-CNN)."""
+    s = conv(name, in_h, in_w, ch, ch, k_h, k_w, stride=stride, pad=pad)
+    s["kind"] = "dw"
+    s["macs"] //= ch  # one input channel per output channel
+    return s
+
+
 def fc(name, n_in, n_out, batches=1):
     return dict(kind="fc", name=name, n_in=n_in, n_out=n_out, batches=batches,
                 macs=batches * n_in * n_out, s16=False)
@@ -57,6 +65,8 @@ SHAPES = [
     conv("conv 10x4 1->64, 49x10, stride 2, same (KWS)", 49, 10, 1, 64, 10, 4, stride=2),
     conv("conv 10x4 1->64, 49x10, stride 1, same", 49, 10, 1, 64, 10, 4),
     conv("conv 3x3 3->8, 32x32, valid", 32, 32, 3, 8, 3, 3, pad="valid"),
+    depthwise("depthwise 3x3 64ch, 25x5, same (DS-CNN)", 25, 5, 64, 3, 3),
+    depthwise("depthwise 3x3 32ch, 48x48, same", 48, 48, 32, 3, 3),
     fc("fc 640->128", 640, 128),
     fc("fc 256->10", 256, 10),
 ]
@@ -106,7 +116,15 @@ int main(void)
 
 
 def program(s):
-    if s["kind"] == "conv":
+    if s["kind"] == "dw":
+        g = s["g"]
+        setup = "const k2m_window g = {%s};" % ", ".join(
+            str(g[k]) for k in ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "k_w",
+                                "stride_h", "stride_w", "dil_h", "dil_w", "pad_top", "pad_left"))
+        call = "k2m_depthwise_conv2d_s8(&g, &q, input, weights, bias, output)"
+        n = dict(n_x=g["in_h"] * g["in_w"] * g["in_c"], n_w=g["k_h"] * g["k_w"] * g["out_c"],
+                 n_b=g["out_c"], n_y=g["out_h"] * g["out_w"] * g["out_c"], n_s=2)
+    elif s["kind"] == "conv":
         g = s["g"]
         setup = "const k2m_window g = {%s};" % ", ".join(
             str(g[k]) for k in ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "k_w",
@@ -132,7 +150,8 @@ def run(m4run, src, macs, portable):
     cmd = [str(m4run), "--work", str(macs), "-I", str(RUNTIME)]
     if portable:
         cmd += ["-D", "K2M_PORTABLE"]
-    cmd += [str(src), str(RUNTIME / "k2m_conv.c"), str(RUNTIME / "k2m_fully_connected.c")]
+    cmd += [str(src)] + [str(RUNTIME / f) for f in
+                         ("k2m_conv.c", "k2m_depthwise.c", "k2m_fully_connected.c")]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         sys.exit(f"m4run failed ({out.returncode}): {' '.join(cmd)}\n{out.stdout}\n{out.stderr}")
@@ -145,10 +164,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--m4run", default=str(DEFAULT_M4RUN))
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    ap.add_argument("--only", default="", help="only the shapes whose name contains this")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i, s in enumerate(SHAPES):
+        for i, s in enumerate(sh for sh in SHAPES if args.only in sh["name"]):
             src = Path(tmp) / f"bench_{i}.c"
             src.write_text(program(s))
             dsp, c1 = run(args.m4run, src, s["macs"], portable=False)
