@@ -208,6 +208,27 @@ typedef enum {
 void k2m_activation_f32(k2m_act_fn fn, const float *input, float *output,
                         int32_t size, float alpha, float threshold);
 
+/* ---- data movement (k2m_copy.c) --------------------------------------
+ * Padding, cropping, nearest upsampling, Permute, RepeatVector and
+ * Concatenate are strided copies of a box of up to 6 axes (outermost
+ * first); an input stride of 0 repeats elements.  Strides count elements. */
+#define K2M_COPY_DIMS 6
+typedef struct {
+    int32_t count[K2M_COPY_DIMS];
+    int32_t in_stride[K2M_COPY_DIMS];
+    int32_t out_stride[K2M_COPY_DIMS];
+} k2m_copy_dims;
+/* Requantization of a copied int8 value to another scale:
+ * out = requantize(q + input_offset, multiplier, shift) + output_offset. */
+typedef struct {
+    int32_t input_offset, multiplier, shift, output_offset;
+} k2m_requant_s8;
+void k2m_copy_s8(const k2m_copy_dims *d, const k2m_requant_s8 *rq,
+                 const int8_t *input, int8_t *output);  /* rq NULL: plain copy */
+void k2m_copy_f32(const k2m_copy_dims *d, const float *input, float *output);
+void k2m_fill_s8(int8_t *output, int32_t size, int8_t value);
+void k2m_fill_f32(float *output, int32_t size, float value);
+
 /* ---- quantize / dequantize at the model boundary (k2m_quantize.c) ----- */
 /* Round half away from zero, as TFLite's reference quantize does. */
 void k2m_quantize_f32_s8(const float *input, int8_t *output, int32_t size,

@@ -20,7 +20,7 @@ RUNTIME_FOR_OP = {"conv2d": "k2m_conv.c", "depthwise_conv2d": "k2m_depthwise.c",
                   "dense": "k2m_fully_connected.c",
                   "max_pool": "k2m_pool.c", "avg_pool": "k2m_pool.c", "mean": "k2m_pool.c",
                   "activation": "k2m_activation.c", "softmax": "k2m_activation.c",
-                  "add": "k2m_elementwise.c"}
+                  "add": "k2m_elementwise.c", "copy": "k2m_copy.c"}
 NO_CODE = {"reshape", "identity"}
 FLOAT_MAX = "3.40282347e+38f"
 
@@ -167,6 +167,20 @@ class Emitter:
             s["params"] = ", ".join(str(int(v)) for v in node.attrs["int8"]["params"])
         else:
             s["act_min"], s["act_max"] = self.clamp_f32(node.attrs["clamp"])
+
+    def _copy(self, node, tin, tout, s):
+        s["size"], s["fill"] = tout.size, node.attrs["fill"]
+        q = node.attrs.get("int8", {})
+        s["fill_value"] = q.get("fill", 0) if self.int8 else "0.0f"
+        s["moves"] = []
+        for m in node.attrs["moves"]:
+            rq = q["requant"][m["input"]] if self.int8 else None
+            s["moves"].append({
+                "dims": ", ".join("{" + ", ".join(str(v) for v in m[k]) + "}"
+                                  for k in ("count", "in_stride", "out_stride")),
+                "input": f"{self.tensor(node.inputs[m['input']])} + {m['in_offset']}",
+                "output": f"{s['output']} + {m['out_offset']}",
+                "requant": ", ".join(str(int(v)) for v in rq) if rq else None})
 
     def _activation(self, node, tin, tout, s):
         s["size"], s["func"] = tin.size, node.attrs["func"]

@@ -144,6 +144,11 @@ def add(node, a, b):
     return _clamp(a + b, node.attrs["clamp"])
 
 
+def copy(node, *xs):
+    from .frontends import movement
+    return movement.run(node.attrs["moves"], xs, node.attrs["out_size"])
+
+
 def reshape(node, x):
     return x
 
@@ -153,7 +158,7 @@ identity = reshape
 mean = avg_pool
 
 RUN = {"conv2d": conv2d, "depthwise_conv2d": depthwise_conv2d, "dense": dense, "max_pool": max_pool, "avg_pool": avg_pool, "mean": mean,
-       "activation": activation, "add": add, "softmax": softmax, "reshape": reshape,
+       "activation": activation, "add": add, "copy": copy, "softmax": softmax, "reshape": reshape,
        "identity": identity}
 
 

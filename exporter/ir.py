@@ -71,6 +71,7 @@ OPS = {
     "activation": True,
     "softmax": True,
     "add": True,
+    "copy": False,
     "reshape": True,
     "identity": True,
 }

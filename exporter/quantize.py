@@ -113,7 +113,7 @@ def int16_quant(lo: float, hi: float) -> Quant:
 
 
 def output_quant(node, tin, rng) -> Quant:
-    if node.op in SAME_AS_INPUT:
+    if node.op in SAME_AS_INPUT or (node.op == "copy" and len(node.inputs) == 1):
         return tin.quant
     if node.op == "softmax":
         return SOFTMAX_Q
@@ -177,6 +177,18 @@ def add_params(node, tin, tout, tin2) -> dict:
                        left_shift, tout.quant.zero_point, mo, sho, lo, hi]}
 
 
+def copy_params(node, tin, tout, *others) -> dict:
+    """Per input: None if it shares the output's scale, else a requantization."""
+    rqs = []
+    for t in (tin,) + others:
+        if (t.quant.scale, t.quant.zero_point) == (tout.quant.scale, tout.quant.zero_point):
+            rqs.append(None)
+        else:
+            m, shift = quantize_multiplier(t.quant.scale / tout.quant.scale)
+            rqs.append([-t.quant.zero_point, m, shift, tout.quant.zero_point])
+    return {"requant": rqs, "fill": tout.quant.zero_point}
+
+
 def lookup_table(node, tin, tout) -> dict:
     qin, qout = tin.quant, tout.quant
     if tin.dtype == "int16":
@@ -208,5 +220,6 @@ def softmax_table(node, tin, tout) -> dict:
 
 
 PARAMS = {"conv2d": weighted, "depthwise_conv2d": weighted, "dense": weighted, "max_pool": pooled,
-          "avg_pool": pooled, "mean": mean, "add": add_params, "activation": lookup_table,
+          "avg_pool": pooled, "mean": mean, "add": add_params, "copy": copy_params,
+          "activation": lookup_table,
           "softmax": softmax_table}

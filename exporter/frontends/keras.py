@@ -13,7 +13,7 @@ from .. import validate
 from ..errors import ExportError, UnsupportedModelError
 from ..ir import Graph, Node
 from ..validate import LayerInfo
-from . import keras_file
+from . import keras_file, movement
 
 HANDLERS: dict = {}
 
@@ -400,6 +400,84 @@ def reshape(ctx):
         ctx.unsupported(f"cannot reshape {ctx.in_shape} to {tuple(target)}")
     ctx.info(tuple(target))
     return ctx.add("reshape", ctx.inputs, tuple(target))
+
+
+def _copy(ctx, out_shape, moves, fill=False):
+    ctx.info(out_shape)
+    return ctx.add("copy", ctx.inputs, out_shape, {"moves": moves, "fill": fill,
+                                                   "out_size": int(np.prod(out_shape))})
+
+
+def _pairs(value, n):
+    """Keras's padding/cropping argument as n (before, after) pairs."""
+    if isinstance(value, int):
+        return [(value, value)] * n
+    value = list(value)
+    if n == 1 and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return [tuple(value)]
+    return [(v, v) if isinstance(v, int) else tuple(v) for v in value]
+
+
+def _pad_or_crop(ctx, key, sign):
+    ctx.channels_last()
+    shape = ctx.in_shape
+    pairs = _pairs(ctx.config[key], len(shape) - 1)
+    out = tuple(d + sign * (a + b) for d, (a, b) in zip(shape[:-1], pairs)) + (shape[-1],)
+    validate.check_output_shape(ctx.name, ctx.cls, shape, out)
+    starts = [a for a, _ in pairs] + [0]
+    zeros = [0] * len(shape)
+    if sign > 0:  # padding: the input lands at `starts` in the output
+        m = movement.pad_or_crop(shape, out, zeros, starts)
+    else:         # cropping: the output is read from `starts` in the input
+        m = movement.pad_or_crop(shape, out, starts, zeros)
+    return _copy(ctx, out, [m], fill=sign > 0)
+
+
+@handles("ZeroPadding1D", "ZeroPadding2D")
+def zero_padding(ctx):
+    return _pad_or_crop(ctx, "padding", +1)
+
+
+@handles("Cropping1D", "Cropping2D")
+def cropping(ctx):
+    return _pad_or_crop(ctx, "cropping", -1)
+
+
+@handles("UpSampling1D", "UpSampling2D")
+def upsampling(ctx):
+    c = ctx.config
+    ctx.channels_last()
+    if c.get("interpolation", "nearest") != "nearest":
+        ctx.unsupported(f"interpolation='{c['interpolation']}' is not supported yet; "
+                        f"use 'nearest'")
+    size = c["size"]
+    factors = (size,) if isinstance(size, int) else tuple(size)
+    out, moves = movement.upsample(ctx.in_shape, factors)
+    return _copy(ctx, out, moves)
+
+
+@handles("Permute")
+def permute(ctx):
+    out, moves = movement.permute(ctx.in_shape, tuple(ctx.config["dims"]))
+    return _copy(ctx, out, moves)
+
+
+@handles("RepeatVector")
+def repeat_vector(ctx):
+    out, moves = movement.repeat(ctx.in_shape, int(ctx.config["n"]))
+    return _copy(ctx, out, moves)
+
+
+@handles("Concatenate")
+def concatenate(ctx):
+    shapes = [ctx.graph.tensors[t].shape for t in ctx.inputs]
+    axis = ctx.config.get("axis", -1)
+    axis = axis - 1 if axis > 0 else axis % len(shapes[0])  # Keras counts the batch axis
+    if any(len(s) != len(shapes[0]) or s[:axis] + s[axis + 1:] != shapes[0][:axis] + shapes[0][axis + 1:]
+           for s in shapes):
+        ctx.unsupported(f"Concatenate of shapes {shapes} along axis {axis}")
+    out, moves = movement.concatenate(shapes, axis)
+    return _copy(ctx, out, moves)
 
 
 @handles("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise",

@@ -1,0 +1,64 @@
+/* k2m runtime: data movement (padding, cropping, nearest upsampling,
+ * permute, repeat, concatenation) as strided copies.
+ *
+ * Every such layer is one or more moves of a box of up to K2M_COPY_DIMS
+ * axes: element (i0..i5) goes from input[Σ i_k * in_stride[k]] to
+ * output[Σ i_k * out_stride[k]].  A stride of 0 on the input repeats an
+ * element (upsampling, RepeatVector).  int8 copies between tensors of
+ * different scale (Concatenate) requantize on the way.
+ */
+#include "k2m.h"
+#include "k2m_math.h"
+
+#define K2M_COPY_LOOPS(BODY)                                                  \
+    int32_t i0, i1, i2, i3, i4, i5;                                           \
+    for (i0 = 0; i0 < d->count[0]; ++i0)                                      \
+    for (i1 = 0; i1 < d->count[1]; ++i1)                                      \
+    for (i2 = 0; i2 < d->count[2]; ++i2)                                      \
+    for (i3 = 0; i3 < d->count[3]; ++i3)                                      \
+    for (i4 = 0; i4 < d->count[4]; ++i4) {                                    \
+        const int32_t in0 = i0 * d->in_stride[0] + i1 * d->in_stride[1]      \
+            + i2 * d->in_stride[2] + i3 * d->in_stride[3] + i4 * d->in_stride[4]; \
+        const int32_t out0 = i0 * d->out_stride[0] + i1 * d->out_stride[1]   \
+            + i2 * d->out_stride[2] + i3 * d->out_stride[3] + i4 * d->out_stride[4]; \
+        for (i5 = 0; i5 < d->count[5]; ++i5) {                                \
+            const int32_t src = in0 + i5 * d->in_stride[5];                  \
+            const int32_t dst = out0 + i5 * d->out_stride[5];                \
+            BODY;                                                             \
+        }                                                                     \
+    }
+
+void k2m_copy_s8(const k2m_copy_dims *d, const k2m_requant_s8 *rq,
+                 const int8_t *input, int8_t *output)
+{
+    if (rq == 0) {
+        K2M_COPY_LOOPS(output[dst] = input[src])
+    } else {
+        K2M_COPY_LOOPS({
+            const int32_t v = k2m_requantize(input[src] + rq->input_offset,
+                                             rq->multiplier, rq->shift) + rq->output_offset;
+            output[dst] = (int8_t)k2m_clamp_s32(v, -128, 127);
+        })
+    }
+}
+
+void k2m_copy_f32(const k2m_copy_dims *d, const float *input, float *output)
+{
+    K2M_COPY_LOOPS(output[dst] = input[src])
+}
+
+void k2m_fill_s8(int8_t *output, int32_t size, int8_t value)
+{
+    int32_t i;
+    for (i = 0; i < size; ++i) {
+        output[i] = value;
+    }
+}
+
+void k2m_fill_f32(float *output, int32_t size, float value)
+{
+    int32_t i;
+    for (i = 0; i < size; ++i) {
+        output[i] = value;
+    }
+}
