@@ -6,10 +6,11 @@ import numpy as np
 from .errors import ExportError
 
 
-def load(source, input_shape: tuple) -> np.ndarray:
-    """Samples as float32 of shape (N,) + input_shape, or a clear error."""
+def load(source, input_shape: tuple, what: str = "calibration") -> np.ndarray:
+    """Samples (an array or a .npy/.npz path) as float32 of shape
+    (N,) + input_shape, or a clear error naming `what` they are for."""
     if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
-        where = f"calibration file '{source}'"
+        where = f"{what} file '{source}'"
         try:
             data = np.load(source, allow_pickle=False)
         except Exception as e:
@@ -21,7 +22,7 @@ def load(source, input_shape: tuple) -> np.ndarray:
                 raise ExportError(f"{where} holds no arrays")
             data = data["x" if "x" in keys else keys[0]]
     else:
-        where, data = "calibration data", source
+        where, data = f"{what} data", source
     data = np.asarray(data)
     if data.dtype.kind not in "fiub":
         raise ExportError(f"{where} has dtype {data.dtype}; expected numbers")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import host
+from . import calibration, host
 from .errors import ExportError
 from .metrics import compare
 
@@ -64,23 +64,6 @@ def bit_difference(a, b) -> dict:
             "max_rel": rel}
 
 
-def load_samples(path) -> np.ndarray:
-    """A .npy array, or the array 'x' (else the first) of a .npz, as float32."""
-    try:
-        data = np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise ExportError(f"cannot read samples file '{path}': expected a .npy or .npz "
-                          f"array ({type(e).__name__})") from None
-    if isinstance(data, np.lib.npyio.NpzFile):
-        keys = sorted(data.files)
-        if not keys:
-            raise ExportError(f"samples file '{path}' holds no arrays")
-        data = data["x" if "x" in keys else keys[0]]
-    if data.dtype.kind not in "fiub":
-        raise ExportError(f"samples file '{path}' has dtype {data.dtype}; expected numbers")
-    return data.astype(np.float32)
-
-
 def verify(out_dir, keras_model_or_path, samples, where: str = "host",
            prefix: str | None = None, build_dir=None, timeout: float = 120) -> dict:
     """Run `samples` (float, (N,) + input shape or (N, elements), or a .npy/.npz
@@ -97,21 +80,12 @@ def verify(out_dir, keras_model_or_path, samples, where: str = "host",
     header = host.read_header(out_dir / f"{prefix}.h", prefix)
     n_in = header["INPUT_SIZE"]
 
-    if isinstance(samples, (str, os.PathLike)):
-        samples = load_samples(samples)
-    x = np.asarray(samples, np.float32)
-    if not np.all(np.isfinite(x)):
-        raise ExportError("the samples contain NaN or Inf values")
-    if x.ndim == 0 or x.size == 0 or x.size % n_in:
-        raise ExportError(f"samples of shape {x.shape} do not split into inputs of "
-                          f"{n_in} elements")
-    rows = x.reshape(-1, n_in)
-
     model = _keras_model(keras_model_or_path)
     in_shape = tuple(model.inputs[0].shape[1:])
     if int(np.prod(in_shape)) != n_in:
         raise ExportError(f"the Keras model takes inputs of shape {in_shape}, the C model "
                           f"{n_in} elements: not the model this folder was exported from")
+    rows = calibration.load(samples, in_shape, "samples").reshape(-1, n_in)
     ref = np.asarray(model.predict(rows.reshape((-1,) + in_shape), verbose=0))
     ref = ref.reshape(len(rows), -1)
 
