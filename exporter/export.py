@@ -15,7 +15,7 @@ from .errors import ExportError
 from .frontends import keras as keras_frontend
 from .passes import optimise
 from .quantize import quantize
-from .report import TARGET_BUDGETS_KB, LayerRow, Report, check_budget
+from .report import TARGET_BUDGETS_KB, LayerRow, Report, check_budget, check_weights_fit
 
 C_KEYWORDS = {
     "auto", "break", "case", "char", "const", "continue", "default", "do", "double",
@@ -74,6 +74,10 @@ def export_model(model_or_path, out_dir=None, *, target: str = "cortex-m4",
             raise ExportError(f"output folder '{out_dir}' already exists and is not empty; "
                               f"pass --force to replace it")
     graph, infos, prefix, model_name = lower(model_or_path, name)
+    default_flash, default_ram = TARGET_BUDGETS_KB[target]
+    flash_kb = flash_kb if flash_kb is not None else default_flash
+    ram_kb = ram_kb if ram_kb is not None else default_ram
+    check_weights_fit(graph, dtype, flash_kb)
     if dtype == "int8":
         if calibration_data is None:
             raise ExportError("int8 export needs calibration samples: pass --calibration "
@@ -85,9 +89,7 @@ def export_model(model_or_path, out_dir=None, *, target: str = "cortex-m4",
     emission = codegen.prepare(graph, plan, prefix, model_name)
     report = build_report(graph, infos, plan, emission["arrays"], prefix, model_name,
                           dtype, target)
-    default_flash, default_ram = TARGET_BUDGETS_KB[target]
-    check_budget(report, flash_kb if flash_kb is not None else default_flash,
-                 ram_kb if ram_kb is not None else default_ram)
+    check_budget(report, flash_kb, ram_kb)
     if out_dir is not None:
         write_atomically(out_dir, lambda tmp: codegen.write(emission, tmp))
         report.out_dir = str(out_dir)

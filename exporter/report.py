@@ -71,6 +71,25 @@ class Report:
                 "layers": [r.__dict__ | {"output_shape": list(r.output_shape)} for r in self.layers]}
 
 
+def check_weights_fit(graph, dtype: str, flash_kb) -> None:
+    """Before calibrating a model that cannot fit anyway: its weights alone
+    (1 byte each in int8, 4 in float32) against the flash budget."""
+    if flash_kb is None:
+        return
+    per_layer: dict = {}
+    for n in graph.nodes:
+        size = sum(w.size for w in n.weights.values()) * (1 if dtype == "int8" else 4)
+        per_layer[n.layer] = per_layer.get(n.layer, 0) + size
+    total = sum(per_layer.values())
+    if total > flash_kb * 1024:
+        top = sorted(per_layer.items(), key=lambda kv: -kv[1])[:3]
+        raise BudgetError(
+            f"the model does not fit the target's budget: flash: at least {total} B of "
+            f"{dtype} weights > {flash_kb} KB ({flash_kb * 1024} B); largest: "
+            + ", ".join(f"{name} {size} B" for name, size in top)
+            + " (raise --flash-kb if your part has more)")
+
+
 def check_budget(report: Report, flash_kb, ram_kb) -> None:
     over = []
     if flash_kb is not None and report.weight_bytes > flash_kb * 1024:

@@ -186,3 +186,23 @@ def test_verify_qemu_from_the_installed_package(small_model, tmp_path):
                 "-o", tmp_path / "out", "--verify", "qemu", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "QEMU Cortex-M4 outputs are bit-exact with the host build" in r.stdout
+
+
+def test_vgg16_backbone_is_over_budget_exit_4(keras, tmp_path):
+    """14.7 M parameters cannot fit 1024 KB of flash: refused with the numbers
+    and the largest layers, before any calibration work."""
+    m = keras.applications.VGG16(weights=None, include_top=False, input_shape=(96, 96, 3))
+    m.save(tmp_path / "vgg16.keras")
+    np.save(tmp_path / "cal.npy", np.zeros((2, 96, 96, 3), np.float32))
+    r = run_cli(tmp_path / "vgg16.keras", "--target", "cortex-m4", "--calibration",
+                tmp_path / "cal.npy", "-o", tmp_path / "out")
+    assert r.returncode == 4
+    msg = one_sentence_error(r)
+    assert "1024 KB" in msg and "block5_conv" in msg
+    assert not (tmp_path / "out").exists()
+
+
+def test_ram_budget_exit_4(small_model, tmp_path):
+    r = run_cli(small_model / "small.keras", "--calibration", small_model / "cal.npy",
+                "--ram-kb", "0", "-o", tmp_path / "out")
+    assert r.returncode == 4 and "RAM" in one_sentence_error(r)
