@@ -105,3 +105,30 @@ def test_depthwise_without_bias(keras, tmp_path):
     L = keras.layers
     m = keras.Sequential([keras.Input((7, 6, 5)), L.DepthwiseConv2D(3, padding="same", use_bias=False)])
     check(m, tmp_path, (7, 6, 5))
+
+
+@pytest.mark.parametrize("one_d", [False, True])
+@pytest.mark.parametrize("k,stride,padding", [(3, 2, "same"), (3, 2, "valid"), (4, 2, "same"),
+                                              (2, 3, "valid"), (3, 1, "same"), (5, 3, "same")])
+def test_conv_transpose(keras, tmp_path, one_d, k, stride, padding):
+    L = keras.layers
+    if one_d:
+        shape, layer = (7, 3), L.Conv1DTranspose(4, k, strides=stride, padding=padding,
+                                                 bias_initializer="random_normal")
+    else:
+        shape, layer = (5, 6, 3), L.Conv2DTranspose(4, k, strides=stride, padding=padding,
+                                                    bias_initializer="random_normal")
+    check(keras.Sequential([keras.Input(shape), layer]), tmp_path, shape)
+
+
+@pytest.mark.parametrize("kind", ["rescaling", "rescaling_per_channel", "normalization",
+                                  "normalization_invert"])
+def test_input_scaling_layers(keras, tmp_path, kind):
+    L = keras.layers
+    layer = {"rescaling": L.Rescaling(1 / 4.0, offset=-0.5),
+             "rescaling_per_channel": L.Rescaling([0.5, 2.0, 1.0], offset=[0.1, -0.2, 0.0]),
+             "normalization": L.Normalization(mean=[0.5, -1.0, 2.0], variance=[4.0, 0.25, 1.0]),
+             "normalization_invert": L.Normalization(mean=[0.5, -1.0, 2.0],
+                                                     variance=[4.0, 0.25, 1.0], invert=True)}[kind]
+    m = keras.Sequential([keras.Input((5, 5, 3)), layer, L.Conv2D(4, 3)])
+    check(m, tmp_path, (5, 5, 3))

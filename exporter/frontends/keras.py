@@ -296,6 +296,106 @@ def add(ctx):
     return t
 
 
+def _affine(ctx, scale, offset):
+    """y = scale·x + offset per channel: the IR's batchnorm op."""
+    ch = ctx.in_shape[-1]
+    a = np.broadcast_to(np.asarray(scale, np.float32).ravel(), (ch,)).astype(np.float32)
+    b = np.broadcast_to(np.asarray(offset, np.float32).ravel(), (ch,)).astype(np.float32)
+    validate.check_finite(ctx.name, ctx.cls, [a, b])
+    ctx.info(ctx.in_shape, macs=int(np.prod(ctx.in_shape)))
+    return ctx.add("batchnorm", ctx.inputs, ctx.in_shape, {}, {"scale": a, "offset": b})
+
+
+@handles("Rescaling")
+def rescaling(ctx):
+    scale, offset = ctx.config["scale"], ctx.config["offset"]
+    if np.size(scale) not in (1, ctx.in_shape[-1]) or np.size(offset) not in (1, ctx.in_shape[-1]):
+        ctx.unsupported("Rescaling with a scale/offset that is neither scalar nor per channel")
+    return _affine(ctx, scale, offset)
+
+
+@handles("Normalization")
+def normalization(ctx):
+    axis = ctx.config.get("axis")
+    axis = tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
+    if axis not in ((-1,), (len(ctx.in_shape),), (None,), ()):
+        ctx.unsupported(f"Normalization over axis {axis}; only the last (channel) axis")
+    mean = np.asarray(ctx.layer.mean, np.float64).ravel()
+    std = np.maximum(np.sqrt(np.asarray(ctx.layer.variance, np.float64).ravel()), 1e-7)
+    if ctx.config.get("invert"):
+        return _affine(ctx, std, mean)
+    return _affine(ctx, 1.0 / std, -mean / std)
+
+
+def _conv_transpose(ctx, one_d: bool):
+    """A transposed conv as the convolution it is the gradient of: the input
+    spread out with stride-1 zeros and padded (a copy), then a stride-1 conv
+    with the kernel flipped.  Costs s² MACs on zeros; exact."""
+    c = ctx.config
+    ctx.channels_last()
+    if c.get("output_padding") is not None:
+        ctx.unsupported("output_padding is not supported yet")
+    if any(d != 1 for d in as_pair(c["dilation_rate"])):
+        ctx.unsupported("dilated transposed convolution is not supported yet")
+    ws = ctx.weights()
+    kernel, bias = ws[0], (ws[1] if c["use_bias"] else None)
+    k, s = as_pair(c["kernel_size"]), as_pair(c["strides"])
+    cout = c["filters"]
+    if one_d:
+        steps, cin = ctx.in_shape
+        in_hw, k, s = (1, steps), (1,) + k, (1,) + s
+        dims = ("k", "out", "in")
+        validate.check_kernel(ctx.name, ctx.cls, kernel.shape, (k[1], cout, cin), dims)
+        kernel4 = kernel[None]
+    else:
+        h, w, cin = ctx.in_shape
+        in_hw, dims = (h, w), ("kh", "kw", "out", "in")
+        validate.check_kernel(ctx.name, ctx.cls, kernel.shape, (k[0], k[1], cout, cin), dims)
+        kernel4 = kernel
+    out_hw, before = [], []
+    for n, kk, ss in zip(in_hw, k, s):
+        if c["padding"] == "same":
+            out, pad_top = n * ss, max(kk - ss, 0) // 2
+        else:
+            out, pad_top = n * ss + max(kk - ss, 0), 0
+        out_hw.append(out)
+        before.append(kk - 1 - pad_top)
+    spread = tuple(out + kk - 1 for out, kk in zip(out_hw, k))  # padded, spread input
+    spread_shape = (spread[0], spread[1], cin)
+    so = movement.strides(spread_shape)
+    m = movement.move((in_hw[0], in_hw[1], cin),
+                      [in_hw[1] * cin, cin, 1], [so[0] * s[0], so[1] * s[1], 1],
+                      out_offset=before[0] * so[0] + before[1] * so[1])
+    mid_shape = spread_shape if not one_d else (spread[1], cin)
+    t = ctx.add("copy", ctx.inputs, mid_shape,
+                {"moves": [m], "fill": True, "out_size": int(np.prod(spread_shape))},
+                suffix="_spread")
+    c_weights = np.ascontiguousarray(kernel4[::-1, ::-1].transpose(2, 0, 1, 3))  # OHWI
+    weights = {"kernel": c_weights}
+    if bias is not None:
+        weights["bias"] = bias
+    clamp, func = ctx.activation(c["activation"])
+    attrs = {"kernel": k, "strides": (1, 1), "dilation": (1, 1), "pad": (0, 0),
+             "padding": "valid", "clamp": clamp, "in_hw": spread, "out_hw": tuple(out_hw)}
+    out_shape = (out_hw[1], cout) if one_d else (out_hw[0], out_hw[1], cout)
+    ctx.info(out_shape, kernel_shape=kernel.shape, kernel_dims=dims, c_layout=c_weights.shape,
+             c_dims=("out", "kh", "kw", "in"),
+             params=kernel.size + (0 if bias is None else bias.size),
+             macs=in_hw[0] * in_hw[1] * cin * cout * k[0] * k[1])
+    t = ctx.add("conv2d", [t], out_shape, attrs, weights)
+    return ctx.add_activation(func, t) if func else t
+
+
+@handles("Conv1DTranspose")
+def conv1d_transpose(ctx):
+    return _conv_transpose(ctx, one_d=True)
+
+
+@handles("Conv2DTranspose")
+def conv2d_transpose(ctx):
+    return _conv_transpose(ctx, one_d=False)
+
+
 @handles("Dense")
 def dense(ctx):
     c = ctx.config
