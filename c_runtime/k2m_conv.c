@@ -95,83 +95,234 @@ static void conv2d_s8_core(const k2m_window *g, const k2m_quant_s8 *q,
  * weight bytes in, so no repacking is needed in the MAC loop; then the r
  * leftover elements of A, then those of B, in natural order. */
 
-/* Column index of element j of pixel `sel` (0 = A, 1 = B). */
-static inline int32_t col_index(int32_t j, int32_t sel, int32_t k4,
-                                int32_t r)
+/* ---- requantization, fast form --------------------------------------
+ * k2m_requantize(acc, m, shift) + output_offset, bit for bit, in five
+ * instructions when the layer's accumulators are known to be small
+ * (conv_fast_rq_ok, checked once per call from the bias, K and the input
+ * offset).  With left = max(shift, 0), e = max(-shift, 0), s = acc << left:
+ *   SaturatingRoundingDoublingHighMul(s, m) = floor((s m + 2^30) / 2^31)
+ *     = floor((2s m + 2^31) / 2^32) = SMMULR(2s, m)   when 2s fits in int32
+ *   (the saturating corner needs s == INT32_MIN, excluded by the bound);
+ *   RoundingDivideByPOT(x, e) = RoundingDivideByPOT(2x, e + 1)
+ *     = floor((2x + 2^e - [x < 0]) / 2^(e+1))   (ties away from zero),
+ * and the output offset adds exactly inside the floor as
+ * output_offset * 2^(e+1).  So with ls = left + 1, rs = e + 1 and
+ * ho = 2^e + output_offset * 2^rs:
+ *   x = SMMULR(acc << ls, m);  y = (ho + 2x + (x >> 31)) >> rs.
+ * conv_fast_rq_ok requires |acc << ls| < 2^30 and |ho| < 2^30, so nothing
+ * overflows (|2x| <= 2^30).  Otherwise the kernel uses k2m_rq_apply. */
+typedef struct {
+    int32_t mult, ls, rs, ho;
+} conv_rq;
+
+static inline int32_t conv_smmulr(int32_t a, int32_t b)
 {
-    if (j < k4) {
-        return ((j & ~3) << 1) + (sel << 2) + ((j & 1) << 1) + ((j >> 1) & 1);
-    }
-    return (k4 << 1) + sel * r + (j - k4);
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
 }
 
-/* im2col of output pixel p (raster order) into half `sel` of `col`. */
+static inline void conv_rq_init(conv_rq *c, int32_t mult, int32_t shift,
+                                int32_t out_off)
+{
+    const int32_t right = shift > 0 ? 0 : -shift;
+    c->mult = mult;
+    c->ls = (shift > 0 ? shift : 0) + 1;
+    c->rs = right + 1;
+    c->ho = (int32_t)(((uint32_t)1 << right)
+                      + ((uint32_t)out_off << (right + 1)));
+}
+
+static inline int32_t conv_rq_apply(const conv_rq *c, int32_t acc)
+{
+    const int32_t x = conv_smmulr((int32_t)((uint32_t)acc << c->ls), c->mult);
+    const int32_t t = (int32_t)((uint32_t)c->ho + ((uint32_t)x << 1))
+        + k2m_asr(x, 31);
+    return k2m_asr(t, c->rs);
+}
+
+/* Whether every channel of the layer meets the fast form's bounds: the
+ * accumulator is bias + K products of |q + input_offset| <= 128 +
+ * |input_offset| and |w| <= 128. */
+static int conv_fast_rq_ok(const k2m_quant_s8 *q, const int32_t *bias,
+                           int32_t out_c, int32_t k)
+{
+    const int64_t in_off = q->input_offset;
+    const int64_t x_max = 128 + (in_off < 0 ? -in_off : in_off);
+    const int64_t lim = (int64_t)1 << 30;
+    int64_t sum_max;
+    int32_t c;
+
+    if (x_max > 4096 || k > (1 << 20)) {
+        return 0;
+    }
+    sum_max = (int64_t)k * x_max * 128;
+    for (c = 0; c < out_c; ++c) {
+        const int32_t sh = q->shift[c];
+        int64_t b = bias != NULL ? bias[c] : 0, ho;
+        int32_t ls, rs;
+        b = b < 0 ? -b : b;
+        if (sh > 28 || sh < -29) {
+            return 0;
+        }
+        ls = (sh > 0 ? sh : 0) + 1;
+        rs = (sh > 0 ? 0 : -sh) + 1;
+        if ((b + sum_max) * ((int64_t)1 << ls) >= lim) {
+            return 0;
+        }
+        ho = ((int64_t)1 << (rs - 1))
+            + (int64_t)q->output_offset * ((int64_t)1 << rs);
+        if (ho >= lim || ho <= -lim) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* ---- im2col ------------------------------------------------------------
+ * The window of one pixel is a sequence of K values; it is written as a
+ * stream into the column layout above: whole groups of 4 from 4 input
+ * bytes at a time (one LDR, two SXTAB16 adding the offset per int16 lane:
+ * |q + offset| <= 255 fits), single elements only where a kernel row or
+ * tap does not start on a group boundary or for the leftovers. */
+typedef struct {
+    int16_t *grp;   /* this pixel's half of the current group */
+    int16_t *tail;  /* this pixel's leftovers */
+    int32_t pos;    /* element index within the current group */
+    int32_t j;      /* element index in the window */
+    int32_t k4;
+    int32_t off2;   /* input offset in both int16 lanes */
+    int32_t input_offset;
+} col_stream;
+
+static inline void col_put(col_stream *s, int32_t v)
+{
+    if (s->j < s->k4) {
+        /* x0, x2, x1, x3 */
+        s->grp[((s->pos & 1) << 1) | (s->pos >> 1)] = (int16_t)v;
+        if (++s->pos == 4) {
+            s->pos = 0;
+            s->grp += 8;
+        }
+    } else {
+        s->tail[s->j - s->k4] = (int16_t)v;
+    }
+    ++s->j;
+}
+
+/* n input values from src, or n zeros when src is NULL. */
+static inline void col_seg(col_stream *s, const int8_t *src, int32_t n)
+{
+    while (n > 0 && s->pos != 0) {
+        col_put(s, src != NULL ? (int32_t)*src++ + s->input_offset : 0);
+        --n;
+    }
+    if (n >= 4 && s->j + 4 <= s->k4) {
+        int32_t words = n >> 2;
+        const int32_t room = (s->k4 - s->j) >> 2;
+        int16_t *d = s->grp;
+        words = words < room ? words : room;
+        s->j += words << 2;
+        n -= words << 2;
+        if (src != NULL) {
+            const int32_t off2 = s->off2;
+            for (; words > 0; --words) {
+                const int32_t v = k2m_ld32(src);
+                k2m_st32(d, __sxtab16(off2, v));
+                k2m_st32(d + 2, k2m_sxtab16_ror8(off2, v));
+                src += 4;
+                d += 8;
+            }
+        } else {
+            for (; words > 0; --words) {
+                k2m_st32(d, 0);
+                k2m_st32(d + 2, 0);
+                d += 8;
+            }
+        }
+        s->grp = d;
+    }
+    for (; n > 0; --n) {
+        col_put(s, src != NULL ? (int32_t)*src++ + s->input_offset : 0);
+    }
+}
+
+/* im2col of output pixel (oy, ox) into half `sel` of `col`. */
 static void im2col_s8(const k2m_window *g, const int8_t *input,
-                      int32_t input_offset, int32_t p, int32_t sel,
-                      int16_t *col)
+                      int32_t input_offset, int32_t oy, int32_t ox,
+                      int32_t sel, int16_t *col)
 {
     const int32_t in_h = g->in_h, in_w = g->in_w, in_c = g->in_c;
     const int32_t k_h = g->k_h, k_w = g->k_w;
-    const int32_t oy = p / g->out_w, ox = p - (p / g->out_w) * g->out_w;
     const int32_t y0 = oy * g->stride_h - g->pad_top;
     const int32_t x0 = ox * g->stride_w - g->pad_left;
-    const int32_t k = k_h * k_w * in_c;
+    const int32_t row_len = k_w * in_c;
+    const int32_t k = k_h * row_len;
     const int32_t k4 = k & ~3, r = k - k4;
-    int32_t ky, kx, ic;
+    /* The whole kernel row lies inside the input and is contiguous. */
+    const int row_whole = g->dil_w == 1 && x0 >= 0 && x0 + k_w <= in_w;
+    col_stream s;
+    int32_t ky, kx;
 
-    if ((in_c & 3) == 0) {
-        /* Every tap is whole groups: 4 input bytes -> 2 words, the offset
-         * added per int16 lane by SXTAB16 (|q + offset| <= 255 fits). */
-        const int32_t off2 = (int32_t)(((uint32_t)input_offset & 0xFFFFu)
-                                       | ((uint32_t)input_offset << 16));
-        int16_t *dst = col + (sel << 2);
-        for (ky = 0; ky < k_h; ++ky) {
-            const int32_t y = y0 + ky * g->dil_h;
+    s.grp = col + (sel << 2);
+    s.tail = col + (k4 << 1) + sel * r;
+    s.pos = 0;
+    s.j = 0;
+    s.k4 = k4;
+    s.off2 = (int32_t)(((uint32_t)input_offset & 0xFFFFu)
+                       | ((uint32_t)input_offset << 16));
+    s.input_offset = input_offset;
+
+    for (ky = 0; ky < k_h; ++ky) {
+        const int32_t y = y0 + ky * g->dil_h;
+        if (y < 0 || y >= in_h) {
+            col_seg(&s, NULL, row_len);
+        } else if (row_whole) {
+            col_seg(&s, input + (y * in_w + x0) * in_c, row_len);
+        } else {
             for (kx = 0; kx < k_w; ++kx) {
                 const int32_t x = x0 + kx * g->dil_w;
-                if (y >= 0 && y < in_h && x >= 0 && x < in_w) {
-                    const int8_t *src = input + (y * in_w + x) * in_c;
-                    for (ic = 0; ic < in_c; ic += 4) {
-                        const int32_t v = k2m_ld32(src + ic);
-                        k2m_st32(dst, __sxtab16(off2, v));
-                        k2m_st32(dst + 2, k2m_sxtab16_ror8(off2, v));
-                        dst += 8;
-                    }
-                } else {
-                    for (ic = 0; ic < in_c; ic += 4) {
-                        k2m_st32(dst, 0);
-                        k2m_st32(dst + 2, 0);
-                        dst += 8;
-                    }
-                }
-            }
-        }
-    } else {
-        int32_t j = 0;
-        for (ky = 0; ky < k_h; ++ky) {
-            const int32_t y = y0 + ky * g->dil_h;
-            for (kx = 0; kx < k_w; ++kx) {
-                const int32_t x = x0 + kx * g->dil_w;
-                if (y >= 0 && y < in_h && x >= 0 && x < in_w) {
-                    const int8_t *src = input + (y * in_w + x) * in_c;
-                    for (ic = 0; ic < in_c; ++ic, ++j) {
-                        col[col_index(j, sel, k4, r)] =
-                            (int16_t)((int32_t)src[ic] + input_offset);
-                    }
-                } else {
-                    for (ic = 0; ic < in_c; ++ic, ++j) {
-                        col[col_index(j, sel, k4, r)] = 0;
-                    }
-                }
+                col_seg(&s, x >= 0 && x < in_w
+                            ? input + (y * in_w + x) * in_c : NULL, in_c);
             }
         }
     }
 }
 
+/* ---- MAC loops ---------------------------------------------------------- */
+#if defined(__OPTIMIZE__)
+/* One group = 16 MACs in 15 instructions: one LDM of the 4 column words
+ * (pixel A's x0x2, x1x3, then B's), per channel one LDR of 4 weights, two
+ * SXTB16 and 4 SMLAD.  14 registers: the 4 LDM targets are fixed (LDM needs
+ * them ascending), the loop counter lives in LR (clobbered). */
+#define K2M_GROUP_ASM                                                       \
+    "ldmia  %[c]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"                       \
+    "ldr    %[w], [%[wa]], #4\n\t"                                          \
+    "sxtb16 %[wl], %[w]\n\t"                                                \
+    "sxtb16 %[w], %[w], ror #8\n\t"                                         \
+    "smlad  %[a0], %[wl], %[x0], %[a0]\n\t"                                 \
+    "smlad  %[a0], %[w], %[x1], %[a0]\n\t"                                  \
+    "smlad  %[a1], %[wl], %[x2], %[a1]\n\t"                                 \
+    "smlad  %[a1], %[w], %[x3], %[a1]\n\t"                                  \
+    "ldr    %[w], [%[wb]], #4\n\t"                                          \
+    "sxtb16 %[wl], %[w]\n\t"                                                \
+    "sxtb16 %[w], %[w], ror #8\n\t"                                         \
+    "smlad  %[b0], %[wl], %[x0], %[b0]\n\t"                                 \
+    "smlad  %[b0], %[w], %[x1], %[b0]\n\t"                                  \
+    "smlad  %[b1], %[wl], %[x2], %[b1]\n\t"                                 \
+    "smlad  %[b1], %[w], %[x3], %[b1]\n\t"
+#define K2M_GROUP_OPS                                                       \
+    : [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0), [b1] "+r"(b1),           \
+      [wa] "+r"(wa), [wb] "+r"(wb), [c] "+r"(c), [w] "=&r"(w),              \
+      [wl] "+r"(wl), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2),        \
+      [x3] "=&r"(x3)
+#endif
+
 /* 2 channels (weights wa, wb) x 2 pixels (the whole column pair):
  * acc[0] = (wa, A), acc[1] = (wa, B), acc[2] = (wb, A), acc[3] = (wb, B). */
-static void mac_2x2(const int16_t *col, const int8_t *wa, const int8_t *wb,
-                    int32_t k, int32_t *acc)
+static __attribute__((noinline))
+void mac_2x2(const int16_t *col, const int8_t *wa, const int8_t *wb,
+             int32_t k, int32_t *acc)
 {
     const int32_t k4 = k & ~3, r = k - k4;
     const int16_t *c = col;
@@ -180,64 +331,34 @@ static void mac_2x2(const int16_t *col, const int8_t *wa, const int8_t *wb,
     int32_t t;
 
 #if defined(__OPTIMIZE__)
-    if (n > 0) {
-        int32_t w, wl, x0, x1;
-        /* The group loop in assembly: gcc's register allocation of the
-         * same code in C spills (14 values live).  One group is 16 MACs:
-         * 2 LDR + 4 SXTB16 for the weights of both channels, 3 LDRD of
-         * column words (pixel A's pair is loaded again for the second
-         * channel so that only 4 temporaries are live: 12 registers in
-         * all, fewer than the M4 has even with a frame pointer or a PIC
-         * register reserved) and 8 SMLAD.  LDRD needs the column 4-byte
-         * aligned: the scratch buffer's contract (k2m.h) and groups of
-         * 16 bytes keep it so.  Two groups per iteration when n is even
-         * halve the loop overhead. */
-#define K2M_MAC_2X2_GROUP_ASM                                               \
-            "ldr    %[w], [%[wa]], #4\n\t"                                  \
-            "ldrd   %[x0], %[x1], [%[c]]\n\t"                               \
-            "sxtb16 %[wl], %[w]\n\t"                                        \
-            "sxtb16 %[w], %[w], ror #8\n\t"                                 \
-            "smlad  %[a0], %[wl], %[x0], %[a0]\n\t"                         \
-            "smlad  %[a0], %[w], %[x1], %[a0]\n\t"                          \
-            "ldrd   %[x0], %[x1], [%[c], #8]\n\t"                           \
-            "smlad  %[a1], %[wl], %[x0], %[a1]\n\t"                         \
-            "smlad  %[a1], %[w], %[x1], %[a1]\n\t"                          \
-            "ldr    %[w], [%[wb]], #4\n\t"                                  \
-            "sxtb16 %[wl], %[w]\n\t"                                        \
-            "sxtb16 %[w], %[w], ror #8\n\t"                                 \
-            "smlad  %[b1], %[wl], %[x0], %[b1]\n\t"                         \
-            "smlad  %[b1], %[w], %[x1], %[b1]\n\t"                          \
-            "ldrd   %[x0], %[x1], [%[c]], #16\n\t"                          \
-            "smlad  %[b0], %[wl], %[x0], %[b0]\n\t"                         \
-            "smlad  %[b0], %[w], %[x1], %[b0]\n\t"
+    {
+        register int32_t x0 __asm__("r2");
+        register int32_t x1 __asm__("r3");
+        register int32_t x2 __asm__("r4");
+        register int32_t x3 __asm__("r5");
+        int32_t w, wl = 0;
         if (n & 1) {
-            __asm__ volatile(
-                K2M_MAC_2X2_GROUP_ASM
-                : [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0), [b1] "+r"(b1),
-                  [wa] "+r"(wa), [wb] "+r"(wb), [c] "+r"(c),
-                  [w] "=&r"(w), [wl] "=&r"(wl), [x0] "=&r"(x0), [x1] "=&r"(x1)
-                :
-                : "memory");
+            __asm__ volatile(K2M_GROUP_ASM K2M_GROUP_OPS : : "memory");
         }
-        n >>= 1;
-        if (n > 0) {
+        if (n & 2) {
+            __asm__ volatile(K2M_GROUP_ASM K2M_GROUP_ASM K2M_GROUP_OPS
+                             : : "memory");
+        }
+        wl = n >> 2;
+        if (wl > 0) {
             __asm__ volatile(
+                "mov    lr, %[wl]\n"
                 "1:\n\t"
-                K2M_MAC_2X2_GROUP_ASM
-                K2M_MAC_2X2_GROUP_ASM
-                "subs   %[n], %[n], #1\n\t"
+                K2M_GROUP_ASM K2M_GROUP_ASM K2M_GROUP_ASM K2M_GROUP_ASM
+                "subs   lr, lr, #1\n\t"
                 "bne    1b\n\t"
-                : [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0), [b1] "+r"(b1),
-                  [wa] "+r"(wa), [wb] "+r"(wb), [c] "+r"(c), [n] "+r"(n),
-                  [w] "=&r"(w), [wl] "=&r"(wl), [x0] "=&r"(x0), [x1] "=&r"(x1)
-                :
-                : "cc", "memory");
+                K2M_GROUP_OPS
+                : : "cc", "memory", "lr");
         }
-#undef K2M_MAC_2X2_GROUP_ASM
     }
 #else
     /* Unoptimised builds (-O0 keeps a frame pointer and cannot give the
-     * assembly its 12 registers): the same arithmetic with intrinsics. */
+     * assembly its registers): the same arithmetic with intrinsics. */
     for (; n > 0; --n) {
         const int32_t wa4 = k2m_ld32(wa), wb4 = k2m_ld32(wb);
         const int32_t wa02 = __sxtb16(wa4), wa13 = k2m_sxtb16_ror8(wa4);
@@ -287,67 +408,265 @@ static int32_t mac_1x1(const int16_t *col, int32_t sel, const int8_t *w,
     return acc;
 }
 
+/* Requantized, offset and clamped output of channel c (slow or fast). */
+static int32_t conv_out_one(const k2m_quant_s8 *q, int fast, int32_t c,
+                            int32_t acc)
+{
+    int32_t v;
+    if (fast) {
+        conv_rq rc;
+        conv_rq_init(&rc, q->multiplier[c], q->shift[c], q->output_offset);
+        v = conv_rq_apply(&rc, acc);
+    } else {
+        k2m_rq rc;
+        k2m_rq_init(&rc, q->multiplier[c], q->shift[c]);
+        v = k2m_rq_apply(&rc, acc) + q->output_offset;
+    }
+    return k2m_clamp_s32(v, q->act_min, q->act_max);
+}
+
+/* ---- the fast block loop -------------------------------------------------
+ * All channel pairs of one pixel pair, for layers that pass
+ * conv_fast_rq_ok: the MAC loop (two groups per iteration, an odd group
+ * count entering at the second), then per channel the five-instruction
+ * requantization, the clamp (a single SSAT when the clamp is the whole
+ * output range) and the store.  Instantiated per output width and clamp
+ * kind so those tests fold away. */
+typedef struct {
+    const int8_t *weights;
+    const int32_t *bias, *mult, *shift;
+    int32_t k, out_c, out_off, lo, hi;
+} conv_ctx;
+
+static inline __attribute__((always_inline))
+int32_t conv_clamp(int32_t v, int32_t lo, int32_t hi, int out16, int sat)
+{
+    if (sat) {
+        return out16 ? __ssat(v, 16) : __ssat(v, 8);
+    }
+    return k2m_clamp_s32(v, lo, hi);
+}
+
+static inline __attribute__((always_inline))
+void conv_pairs_fast(const conv_ctx *x, const int16_t *col, void *out0,
+                     void *out1, int out16, int sat)
+{
+    const int32_t k = x->k, n = k >> 2, r = k & 3;
+    const int32_t lo = x->lo, hi = x->hi;
+    /* ho = 2^e + out_off * 2^(e+1) = (1 + 2 out_off) << e */
+    const uint32_t ho1 = 1u + ((uint32_t)x->out_off << 1);
+    const int32_t *bp = x->bias, *mp = x->mult, *sp = x->shift;
+    const int32_t *const m_end = mp + (x->out_c & ~1);
+    const int8_t *wa = x->weights;
+    int8_t *o0 = (int8_t *)out0, *o1 = (int8_t *)out1;
+
+    do {
+        const int8_t *wb = wa + k;
+        const int16_t *c = col;
+        int32_t a0, a1, b0, b1, t;
+        if (bp != NULL) {
+            a0 = a1 = bp[0];
+            b0 = b1 = bp[1];
+            bp += 2;
+        } else {
+            a0 = a1 = b0 = b1 = 0;
+        }
+#if defined(__OPTIMIZE__)
+        if (n > 0) {
+            register int32_t x0 __asm__("r2");
+            register int32_t x1 __asm__("r3");
+            register int32_t x2 __asm__("r4");
+            register int32_t x3 __asm__("r5");
+            int32_t w, wl = n;
+            __asm__ volatile(
+                "adds   lr, %[wl], #1\n\t"
+                "lsrs   lr, lr, #1\n\t"   /* (n + 1) / 2 iterations */
+                "bcc    2f\n"             /* n odd: enter at the second group */
+                "1:\n\t"
+                K2M_GROUP_ASM
+                "2:\n\t"
+                K2M_GROUP_ASM
+                "subs   lr, lr, #1\n\t"
+                "bne    1b\n\t"
+                K2M_GROUP_OPS
+                : : "cc", "memory", "lr");
+        }
+#else
+        {
+            int32_t i;
+            for (i = 0; i < n; ++i) {
+                const int32_t wa4 = k2m_ld32(wa), wb4 = k2m_ld32(wb);
+                const int32_t wa02 = __sxtb16(wa4), wa13 = k2m_sxtb16_ror8(wa4);
+                const int32_t wb02 = __sxtb16(wb4), wb13 = k2m_sxtb16_ror8(wb4);
+                const int32_t ca02 = k2m_ld32(c), ca13 = k2m_ld32(c + 2);
+                const int32_t cb02 = k2m_ld32(c + 4), cb13 = k2m_ld32(c + 6);
+                a0 = __smlad(wa13, ca13, __smlad(wa02, ca02, a0));
+                a1 = __smlad(wa13, cb13, __smlad(wa02, cb02, a1));
+                b0 = __smlad(wb13, ca13, __smlad(wb02, ca02, b0));
+                b1 = __smlad(wb13, cb13, __smlad(wb02, cb02, b1));
+                wa += 4;
+                wb += 4;
+                c += 8;
+            }
+        }
+#endif
+        for (t = 0; t < r; ++t) {
+            const int32_t xa = c[t], xb = c[r + t];
+            a0 += (int32_t)wa[t] * xa;
+            a1 += (int32_t)wa[t] * xb;
+            b0 += (int32_t)wb[t] * xa;
+            b1 += (int32_t)wb[t] * xb;
+        }
+        wa = wb + r;
+        {
+            /* Channel constants without branches: e = max(-shift, 0),
+             * ls = max(shift, 0) + 1, rs = e + 1. */
+            const int32_t sa = sp[0], sb = sp[1];
+            const int32_t ea = -sa & ~k2m_asr(-sa, 31);
+            const int32_t eb = -sb & ~k2m_asr(-sb, 31);
+            conv_rq ra, rb;
+            ra.mult = mp[0];
+            ra.ls = (sa & ~k2m_asr(sa, 31)) + 1;
+            ra.rs = ea + 1;
+            ra.ho = (int32_t)(ho1 << ea);
+            rb.mult = mp[1];
+            rb.ls = (sb & ~k2m_asr(sb, 31)) + 1;
+            rb.rs = eb + 1;
+            rb.ho = (int32_t)(ho1 << eb);
+            a0 = conv_clamp(conv_rq_apply(&ra, a0), lo, hi, out16, sat);
+            a1 = conv_clamp(conv_rq_apply(&ra, a1), lo, hi, out16, sat);
+            b0 = conv_clamp(conv_rq_apply(&rb, b0), lo, hi, out16, sat);
+            b1 = conv_clamp(conv_rq_apply(&rb, b1), lo, hi, out16, sat);
+        }
+        if (out16) {
+            ((int16_t *)(void *)o0)[0] = (int16_t)a0;
+            ((int16_t *)(void *)o0)[1] = (int16_t)b0;
+            ((int16_t *)(void *)o1)[0] = (int16_t)a1;
+            ((int16_t *)(void *)o1)[1] = (int16_t)b1;
+            o0 += 4;
+            o1 += 4;
+        } else {
+            o0[0] = (int8_t)a0;
+            o0[1] = (int8_t)b0;
+            o1[0] = (int8_t)a1;
+            o1[1] = (int8_t)b1;
+            o0 += 2;
+            o1 += 2;
+        }
+        sp += 2;
+        mp += 2;
+    } while (mp != m_end);
+}
+
+static __attribute__((noinline))
+void conv_pairs_s8_sat(const conv_ctx *x, const int16_t *col, void *o0, void *o1)
+{
+    conv_pairs_fast(x, col, o0, o1, 0, 1);
+}
+
+static __attribute__((noinline))
+void conv_pairs_s8_clamp(const conv_ctx *x, const int16_t *col, void *o0, void *o1)
+{
+    conv_pairs_fast(x, col, o0, o1, 0, 0);
+}
+
+static __attribute__((noinline))
+void conv_pairs_s16_sat(const conv_ctx *x, const int16_t *col, void *o0, void *o1)
+{
+    conv_pairs_fast(x, col, o0, o1, 1, 1);
+}
+
+static __attribute__((noinline))
+void conv_pairs_s16_clamp(const conv_ctx *x, const int16_t *col, void *o0, void *o1)
+{
+    conv_pairs_fast(x, col, o0, o1, 1, 0);
+}
+
 /* always_inline: each public kernel gets its own copy with out_is_16bit a
  * constant, so the store's type test folds away. */
 static inline __attribute__((always_inline))
 void conv2d_s8_dsp(const k2m_window *g, const k2m_quant_s8 *q,
-                          const int8_t *input, const int8_t *weights,
-                          const int32_t *bias, void *output,
-                          int out_is_16bit, int16_t *col)
+                   const int8_t *input, const int8_t *weights,
+                   const int32_t *bias, void *output,
+                   int out_is_16bit, int16_t *col)
 {
-    const int32_t out_c = g->out_c;
+    const int32_t out_c = g->out_c, out_w = g->out_w;
     const int32_t k = g->k_h * g->k_w * g->in_c;
-    const int32_t n_px = g->out_h * g->out_w;
-    const int32_t out_off = q->output_offset;
+    const int32_t n_px = g->out_h * out_w;
     const int32_t lo = q->act_min, hi = q->act_max;
-    int32_t p, oc;
+    const int fast = conv_fast_rq_ok(q, bias, out_c, k);
+    const int sat = out_is_16bit ? (lo == -32768 && hi == 32767)
+                                 : (lo == -128 && hi == 127);
+    conv_ctx ctx;
+    int32_t p, oc, oy = 0, ox = 0;
+
+    ctx.weights = weights;
+    ctx.bias = bias;
+    ctx.mult = q->multiplier;
+    ctx.shift = q->shift;
+    ctx.k = k;
+    ctx.out_c = out_c;
+    ctx.out_off = q->output_offset;
+    ctx.lo = lo;
+    ctx.hi = hi;
 
     for (p = 0; p < n_px; p += 2) {
-        const int32_t pair = p + 1 < n_px;
         const int32_t n0 = p * out_c, n1 = n0 + out_c;
-        im2col_s8(g, input, q->input_offset, p, 0, col);
-        if (pair) {
-            im2col_s8(g, input, q->input_offset, p + 1, 1, col);
+        im2col_s8(g, input, q->input_offset, oy, ox, 0, col);
+        if (++ox == out_w) {
+            ox = 0;
+            ++oy;
         }
-        for (oc = 0; oc < out_c; oc += 2) {
-            const int8_t *wa = weights + oc * k;
-            const int32_t ba = bias != NULL ? bias[oc] : 0;
-            k2m_rq ra;
-            k2m_rq_init(&ra, q->multiplier[oc], q->shift[oc]);
-            if (pair && oc + 1 < out_c) {
-                const int32_t bb = bias != NULL ? bias[oc + 1] : 0;
-                int32_t acc[4];
-                k2m_rq rb;
-                k2m_rq_init(&rb, q->multiplier[oc + 1], q->shift[oc + 1]);
-                acc[0] = ba;
-                acc[1] = ba;
-                acc[2] = bb;
-                acc[3] = bb;
-                mac_2x2(col, wa, wa + k, k, acc);
-                k2m_store_s8_s16(output, n0 + oc, k2m_clamp_s32(
-                    k2m_rq_apply(&ra, acc[0]) + out_off, lo, hi), out_is_16bit);
-                k2m_store_s8_s16(output, n1 + oc, k2m_clamp_s32(
-                    k2m_rq_apply(&ra, acc[1]) + out_off, lo, hi), out_is_16bit);
-                k2m_store_s8_s16(output, n0 + oc + 1, k2m_clamp_s32(
-                    k2m_rq_apply(&rb, acc[2]) + out_off, lo, hi), out_is_16bit);
-                k2m_store_s8_s16(output, n1 + oc + 1, k2m_clamp_s32(
-                    k2m_rq_apply(&rb, acc[3]) + out_off, lo, hi), out_is_16bit);
-            } else {
-                /* Odd leftovers: the last pixel and/or the last channel. */
-                int32_t c_end = oc + 2 < out_c ? oc + 2 : out_c;
-                int32_t c, s;
-                for (c = oc; c < c_end; ++c) {
-                    k2m_rq rc;
-                    k2m_rq_init(&rc, q->multiplier[c], q->shift[c]);
-                    for (s = 0; s <= pair; ++s) {
-                        const int32_t acc = mac_1x1(col, s, weights + c * k, k,
-                                                    bias != NULL ? bias[c] : 0);
-                        k2m_store_s8_s16(output, n0 + s * out_c + c,
-                                         k2m_clamp_s32(k2m_rq_apply(&rc, acc) + out_off,
-                                                       lo, hi),
-                                         out_is_16bit);
-                    }
+        if (p + 1 < n_px) {
+            im2col_s8(g, input, q->input_offset, oy, ox, 1, col);
+            if (++ox == out_w) {
+                ox = 0;
+                ++oy;
+            }
+            if (fast && out_c >= 2) {
+                int8_t *o0 = (int8_t *)output + (n0 << out_is_16bit);
+                int8_t *o1 = (int8_t *)output + (n1 << out_is_16bit);
+                if (out_is_16bit) {
+                    (sat ? conv_pairs_s16_sat : conv_pairs_s16_clamp)(&ctx, col, o0, o1);
+                } else {
+                    (sat ? conv_pairs_s8_sat : conv_pairs_s8_clamp)(&ctx, col, o0, o1);
                 }
+                oc = out_c & ~1;
+            } else {
+                oc = 0;
+            }
+            /* Layers outside the fast form's bounds. */
+            for (; oc + 1 < out_c; oc += 2) {
+                const int8_t *wa = weights + oc * k;
+                int32_t acc[4];
+                acc[0] = acc[1] = bias != NULL ? bias[oc] : 0;
+                acc[2] = acc[3] = bias != NULL ? bias[oc + 1] : 0;
+                mac_2x2(col, wa, wa + k, k, acc);
+                k2m_store_s8_s16(output, n0 + oc,
+                                 conv_out_one(q, 0, oc, acc[0]), out_is_16bit);
+                k2m_store_s8_s16(output, n1 + oc,
+                                 conv_out_one(q, 0, oc, acc[1]), out_is_16bit);
+                k2m_store_s8_s16(output, n0 + oc + 1,
+                                 conv_out_one(q, 0, oc + 1, acc[2]), out_is_16bit);
+                k2m_store_s8_s16(output, n1 + oc + 1,
+                                 conv_out_one(q, 0, oc + 1, acc[3]), out_is_16bit);
+            }
+            if (oc < out_c) {
+                /* Odd channel count: the last channel, both pixels. */
+                const int32_t b = bias != NULL ? bias[oc] : 0;
+                const int8_t *w = weights + oc * k;
+                k2m_store_s8_s16(output, n0 + oc, conv_out_one(
+                    q, fast, oc, mac_1x1(col, 0, w, k, b)), out_is_16bit);
+                k2m_store_s8_s16(output, n1 + oc, conv_out_one(
+                    q, fast, oc, mac_1x1(col, 1, w, k, b)), out_is_16bit);
+            }
+        } else {
+            /* Odd pixel count: the last pixel, every channel. */
+            for (oc = 0; oc < out_c; ++oc) {
+                const int32_t b = bias != NULL ? bias[oc] : 0;
+                k2m_store_s8_s16(output, n0 + oc, conv_out_one(
+                    q, fast, oc, mac_1x1(col, 0, weights + oc * k, k, b)),
+                    out_is_16bit);
             }
         }
     }
