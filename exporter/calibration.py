@@ -39,3 +39,28 @@ def load(source, input_shape: tuple, what: str = "calibration") -> np.ndarray:
     if not np.all(np.isfinite(data)):
         raise ExportError(f"{where} contains NaN or Inf values")
     return data
+
+
+def load_all(source, input_shapes: list) -> list:
+    """Samples for every model input: one array (or file) for a one-input
+    model; for several, a list/tuple of arrays or a .npz with one array per
+    input in the model's order."""
+    if len(input_shapes) == 1:
+        return [load(source, input_shapes[0])]
+    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+        try:
+            with np.load(source, allow_pickle=False) as data:
+                arrays = [data[k] for k in data.files]
+        except Exception as e:
+            raise ExportError(f"cannot read calibration file '{source}': a model with "
+                              f"{len(input_shapes)} inputs needs a .npz with one array per "
+                              f"input ({type(e).__name__})") from None
+    else:
+        arrays = list(source)
+    if len(arrays) != len(input_shapes):
+        raise ExportError(f"the model has {len(input_shapes)} inputs but the calibration data "
+                          f"holds {len(arrays)} arrays; give one per input, in order")
+    out = [load(a, s) for a, s in zip(arrays, input_shapes)]
+    if len({len(a) for a in out}) != 1:
+        raise ExportError("the calibration arrays of the inputs hold different numbers of samples")
+    return out

@@ -60,12 +60,17 @@ class Emitter:
     def __init__(self, graph, plan: Plan, prefix: str):
         self.g, self.plan, self.p = graph, plan, prefix
         self.arrays: list = []
+        self.seen: dict = {}
         self.int8 = graph.dtype == "int8"
 
     def const(self, node, role: str, values: np.ndarray, comment: str) -> str:
         values = np.ascontiguousarray(values)
-        name = f"{self.p}_{c_ident(node.name)}_{role}"
         ctype = CTYPES[values.dtype]
+        key = (ctype, values.tobytes())
+        if key in self.seen:  # a shared layer's weights are stored once
+            return self.seen[key]
+        name = f"{self.p}_{c_ident(node.name)}_{role}"
+        self.seen[key] = name
         per_line = 16 if values.dtype.itemsize == 1 else 8
         self.arrays.append({"name": name, "ctype": ctype, "size": max(values.size, 1),
                             "body": c_array_body(values, per_line), "comment": comment,
@@ -221,19 +226,18 @@ def prepare(graph, plan: Plan, prefix: str, model_name: str) -> dict:
     """Everything the templates need; nothing is written yet."""
     em = Emitter(graph, plan, prefix)
     steps = [em.step(n) for n in graph.nodes if n.op not in NO_CODE]
-    tin, tout = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
     int8 = graph.dtype == "int8"
+
+    def boundary(names):
+        return [{"index": k, "size": t.size, "shape": t.shape, "offset": plan.offsets[t.name],
+                 "scale": c_float(t.quant.scale) if int8 else "1.0f",
+                 "zero_point": t.quant.zero_point if int8 else 0}
+                for k, t in enumerate(graph.tensors[n] for n in names)]
     return {
         "p": prefix, "P": prefix.upper(), "model_name": model_name, "dtype": graph.dtype,
-        "input_shape": tin.shape, "output_shape": tout.shape,
-        "input_size": tin.size, "output_size": tout.size,
+        "inputs": boundary(graph.inputs), "outputs": boundary(graph.outputs),
         "arena_bytes": plan.arena_bytes, "weight_bytes": sum(a["nbytes"] for a in em.arrays),
-        "input_scale": c_float(tin.quant.scale) if int8 else "1.0f",
-        "input_zero_point": tin.quant.zero_point if int8 else 0,
-        "output_scale": c_float(tout.quant.scale) if int8 else "1.0f",
-        "output_zero_point": tout.quant.zero_point if int8 else 0,
         "raw_type": "int8_t" if int8 else "float",
-        "input_offset": plan.offsets[tin.name], "output_offset": plan.offsets[tout.name],
         "steps": steps, "arrays": em.arrays, "runtime_dir": RUNTIME_DIR,
         "runtime_files": sorted(set(RUNTIME_ALWAYS) | {RUNTIME_FOR_OP[n.op] for n in graph.nodes
                                                        if n.op in RUNTIME_FOR_OP}),

@@ -79,12 +79,13 @@ def export_model(model_or_path, out_dir=None, *, target: str = "cortex-m4",
     ram_kb = ram_kb if ram_kb is not None else default_ram
     check_weights_fit(graph, dtype, flash_kb)
     if dtype == "int8":
+        shapes = [graph.tensors[t].shape for t in graph.inputs]
         if calibration_data is None:
             raise ExportError("int8 export needs calibration samples: pass --calibration "
                               "samples.npy (an array of representative inputs, shape (N,) + "
-                              f"{graph.tensors[graph.inputs[0]].shape}), or use --dtype float32")
-        samples = calibration.load(calibration_data, graph.tensors[graph.inputs[0]].shape)
-        quantize(graph, samples)
+                              f"{shapes[0]}; a .npz with one array per input for several "
+                              f"inputs), or use --dtype float32")
+        quantize(graph, calibration.load_all(calibration_data, shapes))
     plan = planner.plan(graph)
     emission = codegen.prepare(graph, plan, prefix, model_name)
     report = build_report(graph, infos, plan, emission["arrays"], prefix, model_name,

@@ -3,6 +3,7 @@
     model = exporter.host.load("build/model")
     y = model.predict(x)          # x: (N,) + input shape, float
     raw = model.invoke(x_int8)    # raw int8 (or float) in and out
+    ys = model.predict_multi([x0, x1])   # several inputs/outputs: lists
 
 Used by the tests and offered to users for their own parity tests.
 """
@@ -21,56 +22,75 @@ from .errors import ExportError
 
 
 class HostModel:
+    """An emitted model built for this machine.  `predict`/`invoke` take and
+    return one array for a one-input, one-output model; `predict_multi`/
+    `invoke_multi` take and return lists, one array per input/output."""
+
     def __init__(self, lib, ffi, prefix: str, header: dict):
         self.lib, self.ffi, self.prefix = lib, ffi, prefix
-        self.input_size = header["INPUT_SIZE"]
-        self.output_size = header["OUTPUT_SIZE"]
+        self.header = header
         self.arena_bytes = header["ARENA_BYTES"]
         self.dtype = header["dtype"]
-        self.input_scale, self.input_zero_point = header["INPUT_SCALE"], header["INPUT_ZERO_POINT"]
-        self.output_scale, self.output_zero_point = header["OUTPUT_SCALE"], header["OUTPUT_ZERO_POINT"]
-        self._predict = getattr(lib, f"{prefix}_predict")
-        self._invoke = getattr(lib, f"{prefix}_invoke")
+        self.input_sizes = [t["size"] for t in header["inputs"]]
+        self.output_sizes = [t["size"] for t in header["outputs"]]
+        first_in, first_out = header["inputs"][0], header["outputs"][0]
+        self.input_size, self.output_size = first_in["size"], first_out["size"]
+        self.input_scale, self.input_zero_point = first_in["scale"], first_in["zero_point"]
+        self.output_scale, self.output_zero_point = first_out["scale"], first_out["zero_point"]
+        self._predict = getattr(lib, f"{prefix}_predict_multi")
+        self._invoke = getattr(lib, f"{prefix}_invoke_multi")
 
-    def _rows(self, x, dtype):
-        x = np.ascontiguousarray(np.asarray(x, dtype=dtype).reshape(-1, self.input_size))
-        return x
+    def _call(self, fn, name, xs, dtype, ctype):
+        xs = [np.ascontiguousarray(np.asarray(x, dtype=dtype).reshape(-1, n))
+              for x, n in zip(xs, self.input_sizes)]
+        if len(xs) != len(self.input_sizes) or len({len(x) for x in xs}) != 1:
+            raise ValueError(f"{self.prefix} takes {len(self.input_sizes)} inputs with the "
+                             f"same number of samples")
+        outs = [np.empty((len(xs[0]), n), dtype) for n in self.output_sizes]
+        for i in range(len(xs[0])):
+            ins = [self.ffi.from_buffer(ctype, x[i]) for x in xs]
+            res = [self.ffi.from_buffer(ctype, o[i]) for o in outs]
+            rc = fn(ins, res)
+            if rc != 0:
+                raise RuntimeError(f"{self.prefix}_{name} returned {rc}")
+        return outs
+
+    def predict_multi(self, xs) -> list:
+        """Float in, float out, batch axis first; one array per input/output."""
+        return self._call(self._predict, "predict_multi", xs, np.float32, "float[]")
+
+    def invoke_multi(self, xs) -> list:
+        """Raw in, raw out (int8 for an int8 model, float for a float model)."""
+        raw = (np.int8, "int8_t[]") if self.dtype == "int8" else (np.float32, "float[]")
+        return self._call(self._invoke, "invoke_multi", xs, *raw)
 
     def predict(self, x) -> np.ndarray:
-        """Float in, float out, one row per sample (batch axis first)."""
-        x = self._rows(x, np.float32)
-        out = np.empty((len(x), self.output_size), np.float32)
-        for i in range(len(x)):
-            rc = self._predict(self.ffi.from_buffer("float[]", x[i]),
-                               self.ffi.from_buffer("float[]", out[i]))
-            if rc != 0:
-                raise RuntimeError(f"{self.prefix}_predict returned {rc}")
-        return out
+        return self.predict_multi([x])[0]
 
     def invoke(self, x) -> np.ndarray:
-        """Raw in, raw out (int8 for an int8 model, float for a float model)."""
-        dtype, ctype = (np.int8, "int8_t[]") if self.dtype == "int8" else (np.float32, "float[]")
-        x = self._rows(x, dtype)
-        out = np.empty((len(x), self.output_size), dtype)
-        for i in range(len(x)):
-            rc = self._invoke(self.ffi.from_buffer(ctype, x[i]),
-                              self.ffi.from_buffer(ctype, out[i]))
-            if rc != 0:
-                raise RuntimeError(f"{self.prefix}_invoke returned {rc}")
-        return out
+        return self.invoke_multi([x])[0]
 
 
 def read_header(path: Path, prefix: str) -> dict:
     text = path.read_text()
-    values = {}
-    for key in ("INPUT_SIZE", "OUTPUT_SIZE", "ARENA_BYTES", "INPUT_ZERO_POINT",
-                "OUTPUT_ZERO_POINT", "INPUT_SCALE", "OUTPUT_SCALE"):
-        m = re.search(rf"#define {re.escape(prefix)}_{key}\s+(\S+)", text)
+
+    def define(name, cast=int):
+        m = re.search(rf"#define {re.escape(prefix)}_{name}\s+(\S+)", text)
         if not m:
-            raise ExportError(f"{path} does not define {prefix}_{key}; not an exported model header")
-        raw = m.group(1).rstrip("f")
-        values[key] = float(raw) if "SCALE" in key else int(raw)
-    values["dtype"] = "int8" if f"typedef int8_t {prefix}_input_t" in text else "float32"
+            raise ExportError(f"{path} does not define {prefix}_{name}; not an exported "
+                              f"model header")
+        return cast(m.group(1).rstrip("f"))
+
+    values = {"ARENA_BYTES": define("ARENA_BYTES"),
+              "dtype": "int8" if f"typedef int8_t {prefix}_input_t" in text else "float32"}
+    for role in ("INPUT", "OUTPUT"):
+        values[role.lower() + "s"] = [
+            {"size": define(f"{role}{k}_SIZE"), "scale": define(f"{role}{k}_SCALE", float),
+             "zero_point": define(f"{role}{k}_ZERO_POINT")}
+            for k in range(define(f"NUM_{role}S"))]
+        first = values[role.lower() + "s"][0]
+        values.update({f"{role}_SIZE": first["size"], f"{role}_SCALE": first["scale"],
+                       f"{role}_ZERO_POINT": first["zero_point"]})
     return values
 
 
@@ -105,8 +125,9 @@ def load(out_dir, prefix: str | None = None, build_dir=None,
     ffi.cdef(f"""
         typedef {ctype} {prefix}_input_t;
         typedef {ctype} {prefix}_output_t;
-        int {prefix}_predict(const float *input, float *output);
-        int {prefix}_invoke(const {prefix}_input_t *input, {prefix}_output_t *output);
+        int {prefix}_predict_multi(const float *const input[], float *const output[]);
+        int {prefix}_invoke_multi(const {prefix}_input_t *const input[],
+                                  {prefix}_output_t *const output[]);
     """)
     ffi.set_source(module, f'#include "{prefix}.h"', sources=sources,
                    include_dirs=[str(out_dir)], extra_compile_args=list(extra_compile_args),

@@ -162,9 +162,12 @@ RUN = {"conv2d": conv2d, "depthwise_conv2d": depthwise_conv2d, "dense": dense, "
        "identity": identity}
 
 
-def run(graph, x: np.ndarray) -> dict:
-    """All tensors for a batch `x` of model inputs (batch axis first)."""
-    values = {graph.inputs[0]: np.asarray(x, dtype=np.float64)}
+def run(graph, xs) -> dict:
+    """All tensors for a batch of model inputs (batch axis first): one array,
+    or a list with one array per model input."""
+    xs = xs if isinstance(xs, (list, tuple)) else [xs]
+    values = {name: np.asarray(x, dtype=np.float64) for name, x in zip(graph.inputs, xs)}
+    x = xs[0]
     for node in graph.nodes:
         y = RUN[node.op](node, *[values[t] for t in node.inputs])
         shape = graph.tensors[node.outputs[0]].shape

@@ -68,11 +68,12 @@ def activation_quant(lo: float, hi: float) -> Quant:
     return Quant(float(np.float32(scale)), zp)
 
 
-def calibrate(graph, samples: np.ndarray) -> dict:
+def calibrate(graph, samples) -> dict:
     """(min, max) of every tensor over the calibration samples."""
+    samples = samples if isinstance(samples, (list, tuple)) else [samples]
     ranges: dict = {}
-    for start in range(0, len(samples), CHUNK):
-        values = interpret.run(graph, samples[start:start + CHUNK])
+    for start in range(0, len(samples[0]), CHUNK):
+        values = interpret.run(graph, [s[start:start + CHUNK] for s in samples])
         for name, v in values.items():
             lo, hi = float(v.min()), float(v.max())
             old = ranges.get(name, (lo, hi))
@@ -80,7 +81,7 @@ def calibrate(graph, samples: np.ndarray) -> dict:
     return ranges
 
 
-def quantize(graph, samples: np.ndarray):
+def quantize(graph, samples):
     ranges = calibrate(graph, samples)
     for name in graph.inputs:
         graph.tensors[name].quant = activation_quant(*ranges[name])

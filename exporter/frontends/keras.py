@@ -61,8 +61,8 @@ class LayerContext:
     def add(self, op, inputs, out_shape, attrs=None, weights=None, suffix=""):
         validate.check_output_shape(self.name, self.cls, self.in_shape, out_shape)
         out = self.graph.add_tensor(self.name + suffix, out_shape)
-        self.graph.add_node(Node(
-            name=self.name + suffix, op=op, inputs=list(inputs),
+        self.graph.add_node(Node(  # unique like its tensor: a shared layer is called twice
+            name=out.name, op=op, inputs=list(inputs),
             outputs=[out.name], attrs=dict(attrs or {}),
             weights=dict(weights or {}), layer=self.name, keras_class=self.cls))
         return out.name
@@ -697,10 +697,6 @@ def to_graph(model, name: str):
                     f"{theirs} but the exporter computed {ours}; please report this")
             known[id(kt)] = out
     graph.outputs = [known[id(t)] for t in f.outputs]
-    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        raise UnsupportedModelError(
-            f"the model has {len(graph.inputs)} inputs and {len(graph.outputs)} "
-            f"outputs; this version exports models with one input and one output")
     return graph, infos
 
 
