@@ -207,6 +207,19 @@ typedef enum {
 } k2m_act_fn;
 void k2m_activation_f32(k2m_act_fn fn, const float *input, float *output,
                         int32_t size, float alpha, float threshold);
+/* PReLU with a learned alpha that repeats every alpha_period elements.  int8:
+ * x - zero point >= 0 requantizes with the positive multiplier, below with
+ * the negative one after multiplying by the int8 alpha. */
+typedef struct {
+    int32_t input_offset, output_offset;
+    int32_t positive_multiplier, positive_shift;
+    int32_t negative_multiplier, negative_shift;
+} k2m_prelu_s8_params;
+void k2m_prelu_s8(const k2m_prelu_s8_params *p, const int8_t *input,
+                  const int8_t *alpha, int32_t alpha_period, int8_t *output,
+                  int32_t size);
+void k2m_prelu_f32(const float *input, const float *alpha, int32_t alpha_period,
+                   float *output, int32_t size);
 
 /* ---- data movement (k2m_copy.c) --------------------------------------
  * Padding, cropping, nearest upsampling, Permute, RepeatVector and

@@ -256,3 +256,42 @@ void k2m_activation_f32(k2m_act_fn fn, const float *input, float *output,
         break;
     }
 }
+
+/* PReLU: x for x >= 0, alpha * x below; alpha repeats every alpha_period
+ * elements (the channel count when Keras shares it over the spatial axes,
+ * the whole size when not).  int8 as TFLite: the two sides requantize with
+ * their own multipliers, alpha quantized symmetric per tensor. */
+void k2m_prelu_s8(const k2m_prelu_s8_params *p, const int8_t *input,
+                  const int8_t *alpha, int32_t alpha_period, int8_t *output,
+                  int32_t size)
+{
+    int32_t i, a = 0;
+
+    for (i = 0; i < size; ++i) {
+        const int32_t x = input[i] + p->input_offset;
+        int32_t v;
+        if (x >= 0) {
+            v = k2m_requantize(x, p->positive_multiplier, p->positive_shift);
+        } else {
+            v = k2m_requantize(x * alpha[a], p->negative_multiplier, p->negative_shift);
+        }
+        output[i] = (int8_t)k2m_clamp_s32(v + p->output_offset, -128, 127);
+        if (++a == alpha_period) {
+            a = 0;
+        }
+    }
+}
+
+void k2m_prelu_f32(const float *input, const float *alpha, int32_t alpha_period,
+                   float *output, int32_t size)
+{
+    int32_t i, a = 0;
+
+    for (i = 0; i < size; ++i) {
+        const float x = input[i];
+        output[i] = x >= 0.0f ? x : alpha[a] * x;
+        if (++a == alpha_period) {
+            a = 0;
+        }
+    }
+}

@@ -20,7 +20,8 @@ RUNTIME_FOR_OP = {"conv2d": "k2m_conv.c", "depthwise_conv2d": "k2m_depthwise.c",
                   "dense": "k2m_fully_connected.c",
                   "max_pool": "k2m_pool.c", "avg_pool": "k2m_pool.c", "mean": "k2m_pool.c",
                   "activation": "k2m_activation.c", "softmax": "k2m_activation.c",
-                  "add": "k2m_elementwise.c", "copy": "k2m_copy.c"}
+                  "add": "k2m_elementwise.c", "copy": "k2m_copy.c",
+                  "prelu": "k2m_activation.c"}
 NO_CODE = {"reshape", "identity"}
 FLOAT_MAX = "3.40282347e+38f"
 
@@ -186,6 +187,14 @@ class Emitter:
                 "input": f"{self.tensor(node.inputs[m['input']])} + {m['in_offset']}",
                 "output": f"{s['output']} + {m['out_offset']}",
                 "requant": ", ".join(str(int(v)) for v in rq) if rq else None})
+
+    def _prelu(self, node, tin, tout, s):
+        s["size"] = tin.size
+        alpha = node.attrs["int8"]["alpha"] if self.int8 else node.weights["alpha"]
+        s["period"] = alpha.size
+        s["alpha"] = self.const(node, "alpha", alpha, f"{node.layer}: PReLU alpha")
+        if self.int8:
+            s["params"] = ", ".join(str(int(v)) for v in node.attrs["int8"]["params"])
 
     def _activation(self, node, tin, tout, s):
         s["size"], s["func"] = tin.size, node.attrs["func"]

@@ -149,6 +149,13 @@ def copy(node, *xs):
     return movement.run(node.attrs["moves"], xs, node.attrs["out_size"])
 
 
+def prelu(node, x):
+    alpha = node.weights["alpha"]
+    flat = x.reshape(x.shape[0], -1)
+    a = np.tile(alpha, flat.shape[1] // alpha.size)
+    return np.where(flat >= 0, flat, a * flat)
+
+
 def reshape(node, x):
     return x
 
@@ -158,7 +165,7 @@ identity = reshape
 mean = avg_pool
 
 RUN = {"conv2d": conv2d, "depthwise_conv2d": depthwise_conv2d, "dense": dense, "max_pool": max_pool, "avg_pool": avg_pool, "mean": mean,
-       "activation": activation, "add": add, "copy": copy, "softmax": softmax, "reshape": reshape,
+       "activation": activation, "add": add, "copy": copy, "prelu": prelu, "softmax": softmax, "reshape": reshape,
        "identity": identity}
 
 

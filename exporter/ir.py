@@ -72,6 +72,7 @@ OPS = {
     "softmax": True,
     "add": True,
     "copy": False,
+    "prelu": True,
     "reshape": True,
     "identity": True,
 }

@@ -190,6 +190,15 @@ def copy_params(node, tin, tout, *others) -> dict:
     return {"requant": rqs, "fill": tout.quant.zero_point}
 
 
+def prelu_params(node, tin, tout) -> dict:
+    alpha = node.weights["alpha"].astype(np.float64)
+    s_a = max(float(np.abs(alpha).max()) / 127.0, 1e-12)
+    aq = np.clip(round_away(alpha / s_a), -127, 127).astype(np.int8)
+    mp, sp = quantize_multiplier(tin.quant.scale / tout.quant.scale)
+    mn, sn = quantize_multiplier(tin.quant.scale * s_a / tout.quant.scale)
+    return {"alpha": aq, "params": [-tin.quant.zero_point, tout.quant.zero_point, mp, sp, mn, sn]}
+
+
 def lookup_table(node, tin, tout) -> dict:
     qin, qout = tin.quant, tout.quant
     if tin.dtype == "int16":
@@ -221,6 +230,6 @@ def softmax_table(node, tin, tout) -> dict:
 
 
 PARAMS = {"conv2d": weighted, "depthwise_conv2d": weighted, "dense": weighted, "max_pool": pooled,
-          "avg_pool": pooled, "mean": mean, "add": add_params, "copy": copy_params,
+          "avg_pool": pooled, "mean": mean, "add": add_params, "copy": copy_params, "prelu": prelu_params,
           "activation": lookup_table,
           "softmax": softmax_table}

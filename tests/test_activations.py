@@ -53,3 +53,12 @@ def test_relu_threshold_float32_and_int8_away_from_the_jump(keras, tmp_path):
     _, c8 = export_and_load(tmp_path / "m.keras", tmp_path / "q", calibration_data=x)
     err = np.abs(c8.predict(x) - m.predict(x, verbose=0)) / c8.output_scale
     assert np.mean(err <= 2.0) >= 0.99
+
+
+@pytest.mark.parametrize("shared_axes", [None, [1, 2]])
+def test_prelu(keras, tmp_path, shared_axes):
+    L = keras.layers
+    m = keras.Sequential([keras.Input((5, 4, 3)), L.Conv2D(6, 2, bias_initializer="random_normal"),
+                          L.PReLU(alpha_initializer=keras.initializers.RandomUniform(-0.5, 0.8),
+                                  shared_axes=shared_axes)])
+    check(m, tmp_path, (5, 4, 3))

@@ -622,6 +622,18 @@ def leaky_relu_layer(ctx):
     return ctx.add_activation("leaky_relu", ctx.inputs[0], suffix="", alpha=float(slope))
 
 
+@handles("PReLU")
+def prelu_layer(ctx):
+    alpha = ctx.weights()[0]  # the input's shape, with 1 on shared axes
+    shape = ctx.in_shape
+    if alpha.shape[-1] == shape[-1] and all(d == 1 for d in alpha.shape[:-1]):
+        values = alpha.reshape(-1)                      # one per channel
+    else:
+        values = np.broadcast_to(alpha, shape).reshape(-1)  # one per element
+    ctx.info(shape, params=alpha.size)
+    return ctx.add("prelu", ctx.inputs, shape, {}, {"alpha": values.astype(np.float32)})
+
+
 @handles("ELU")
 def elu_layer(ctx):
     ctx.info(ctx.in_shape)
