@@ -112,6 +112,30 @@ void k2m_add_s8(const k2m_add_s8_params *p, const int8_t *input1,
 void k2m_add_f32(const float *input1, const float *input2, float *output,
                  int32_t size, float act_min, float act_max);
 
+/* ---- 3-D convolution and pooling (k2m_conv3d.c) ---------------------
+ * NDHWC without the batch; axes in the arrays are (depth, height, width).
+ * Conv weights (out, kd, kh, kw, in); per-channel int8 quantization as for
+ * 2-D.  Pools: int8 in/out share scale, padding excluded. */
+typedef struct {
+    int32_t in[3], in_c;
+    int32_t out[3], out_c;
+    int32_t k[3], stride[3], dil[3], pad[3];
+} k2m_window3d;
+void k2m_conv3d_s8(const k2m_window3d *g, const k2m_quant_s8 *q,
+                   const int8_t *input, const int8_t *weights,
+                   const int32_t *bias, int8_t *output);
+void k2m_conv3d_f32(const k2m_window3d *g, float act_min, float act_max,
+                    const float *input, const float *weights, const float *bias,
+                    float *output);
+void k2m_max_pool3d_s8(const k2m_window3d *g, int32_t act_min, int32_t act_max,
+                       const int8_t *input, int8_t *output);
+void k2m_avg_pool3d_s8(const k2m_window3d *g, int32_t act_min, int32_t act_max,
+                       const int8_t *input, int8_t *output);
+void k2m_max_pool3d_f32(const k2m_window3d *g, float act_min, float act_max,
+                        const float *input, float *output);
+void k2m_avg_pool3d_f32(const k2m_window3d *g, float act_min, float act_max,
+                        const float *input, float *output);
+
 /* ---- fully connected (k2m_fully_connected.c) ------------------------- */
 void k2m_fully_connected_s8(const k2m_fc_dims *d, const k2m_quant_s8 *q,
                             const int8_t *input, const int8_t *weights,

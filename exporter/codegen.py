@@ -21,7 +21,8 @@ RUNTIME_FOR_OP = {"conv2d": "k2m_conv.c", "depthwise_conv2d": "k2m_depthwise.c",
                   "max_pool": "k2m_pool.c", "avg_pool": "k2m_pool.c", "mean": "k2m_pool.c",
                   "activation": "k2m_activation.c", "softmax": "k2m_activation.c",
                   "add": "k2m_elementwise.c", "copy": "k2m_copy.c",
-                  "prelu": "k2m_activation.c"}
+                  "prelu": "k2m_activation.c", "conv3d": "k2m_conv3d.c",
+                  "max_pool3d": "k2m_conv3d.c", "avg_pool3d": "k2m_conv3d.c"}
 NO_CODE = {"reshape", "identity"}
 FLOAT_MAX = "3.40282347e+38f"
 
@@ -116,7 +117,8 @@ class Emitter:
                 "pad_top": a["pad"][0], "pad_left": a["pad"][1]}
 
     def _weighted(self, node, tin, tout, s):
-        layout = {"conv2d": "OHWI", "dense": "(out, in)"}.get(node.op, "(1, kh, kw, out)")
+        layout = {"conv2d": "OHWI", "dense": "(out, in)", "conv3d": "(out, kd, kh, kw, in)"}.get(
+            node.op, "(1, kh, kw, out)")
         if self.int8:
             q = node.attrs["int8"]
             s["kernel"] = self.const(node, "w", q["kernel"], f"{node.layer}: int8 weights {layout} {q['kernel'].shape}")
@@ -138,6 +140,25 @@ class Emitter:
         if self.int8:
             offset = self.plan.offsets[scratch_name(node)]
             s["scratch"] = f"{self.p.upper()}_TENSOR(int16_t, {offset})"
+
+    def _window3d(self, node, tin, tout):
+        w = node.attrs["window3d"]
+        lists = ", ".join("{" + ", ".join(str(v) for v in w[k]) + "}" for k in ("k", "stride", "dil", "pad"))
+        return (f"{{{', '.join(str(v) for v in w['in'])}}}, {tin.shape[-1]}, "
+                f"{{{', '.join(str(v) for v in w['out'])}}}, {tout.shape[-1]}, {lists}")
+
+    def _conv3d(self, node, tin, tout, s):
+        s["window3d"] = self._window3d(node, tin, tout)
+        self._weighted(node, tin, tout, s)
+
+    def _pool3d(self, node, tin, tout, s):
+        s["window3d"] = self._window3d(node, tin, tout)
+        if self.int8:
+            s["act_min"], s["act_max"] = node.attrs["int8"]["act"]
+        else:
+            s["act_min"], s["act_max"] = self.clamp_f32(node.attrs["clamp"])
+
+    _max_pool3d = _avg_pool3d = _pool3d
 
     def _depthwise_conv2d(self, node, tin, tout, s):
         s["window"] = self._window(node, tin, tout)

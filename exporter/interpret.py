@@ -56,6 +56,46 @@ def conv2d(node, x):
     return _clamp(y, a["clamp"])
 
 
+def _taps3d(x, win, value):
+    """Yield (kz, ky, kx, view) over a padded NDHWC batch, as _taps in 2-D."""
+    pads = [(0, 0)]
+    for n, o, k, s, d, p in zip(win["in"], win["out"], win["k"], win["stride"], win["dil"],
+                                win["pad"]):
+        need = (o - 1) * s + (k - 1) * d + 1
+        pads.append((p, max(need - n - p, 0)))
+    xp = np.pad(x, pads + [(0, 0)], constant_values=value)
+    (od, oh, ow), (sd, sh, sw), (dd, dh, dw) = win["out"], win["stride"], win["dil"]
+    for kz in range(win["k"][0]):
+        for ky in range(win["k"][1]):
+            for kx in range(win["k"][2]):
+                z, y, x0 = kz * dd, ky * dh, kx * dw
+                yield kz, ky, kx, xp[:, z:z + (od - 1) * sd + 1:sd, y:y + (oh - 1) * sh + 1:sh,
+                                     x0:x0 + (ow - 1) * sw + 1:sw, :]
+
+
+def conv3d(node, x):
+    win = node.attrs["window3d"]
+    w = node.weights["kernel"].astype(np.float64)  # (out, kd, kh, kw, in)
+    y = 0.0
+    for kz, ky, kx, view in _taps3d(x.astype(np.float64), win, 0.0):
+        y = y + view @ w[:, kz, ky, kx, :].T
+    if "bias" in node.weights:
+        y = y + node.weights["bias"]
+    return _clamp(y, node.attrs["clamp"])
+
+
+def max_pool3d(node, x):
+    y = np.max([v for *_, v in _taps3d(x, node.attrs["window3d"], -np.inf)], axis=0)
+    return _clamp(y, node.attrs["clamp"])
+
+
+def avg_pool3d(node, x):
+    win = node.attrs["window3d"]
+    total = sum(v for *_, v in _taps3d(x.astype(np.float64), win, 0.0))
+    count = sum(v for *_, v in _taps3d(np.ones_like(x[:1, ..., :1]), win, 0.0))
+    return _clamp(total / count, node.attrs["clamp"])
+
+
 def depthwise_conv2d(node, x):
     a = node.attrs
     xh = _as_nhwc(x, a)
@@ -164,7 +204,8 @@ identity = reshape
 
 mean = avg_pool
 
-RUN = {"conv2d": conv2d, "depthwise_conv2d": depthwise_conv2d, "dense": dense, "max_pool": max_pool, "avg_pool": avg_pool, "mean": mean,
+RUN = {"conv2d": conv2d, "depthwise_conv2d": depthwise_conv2d, "conv3d": conv3d,
+       "max_pool3d": max_pool3d, "avg_pool3d": avg_pool3d, "dense": dense, "max_pool": max_pool, "avg_pool": avg_pool, "mean": mean,
        "activation": activation, "add": add, "copy": copy, "prelu": prelu, "softmax": softmax, "reshape": reshape,
        "identity": identity}
 

@@ -63,6 +63,9 @@ class Node:
 OPS = {
     "conv2d": False,
     "depthwise_conv2d": False,
+    "conv3d": False,
+    "max_pool3d": False,
+    "avg_pool3d": False,
     "batchnorm": False,
     "dense": False,
     "max_pool": False,

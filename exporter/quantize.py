@@ -29,7 +29,7 @@ from .ir import Quant
 SIGMOID_Q = Quant(1.0 / 256, -128)
 TANH_Q = Quant(1.0 / 128, 0)
 SOFTMAX_Q = Quant(1.0 / 256, -128)
-SAME_AS_INPUT = {"max_pool", "avg_pool", "reshape", "identity"}
+SAME_AS_INPUT = {"max_pool", "avg_pool", "max_pool3d", "avg_pool3d", "reshape", "identity"}
 WIDE_READERS = {"sigmoid", "tanh", "softmax", "elu", "selu", "hard_sigmoid", "hard_swish",
                 "swish", "gelu", "softplus", "softsign", "exponential", "mish"}
 INT16_MAX = 32767
@@ -103,7 +103,7 @@ def quantize(graph, samples):
 def feeds_wide_reader(graph, node) -> bool:
     out = node.outputs[0]
     readers = graph.consumers(out)
-    return (node.op in ("conv2d", "dense") and out not in graph.outputs
+    return (node.op in ("conv2d", "conv3d", "dense") and out not in graph.outputs
             and len(readers) == 1 and readers[0].op in ("activation", "softmax")
             and readers[0].attrs.get("func", "softmax") in WIDE_READERS)
 
@@ -229,7 +229,8 @@ def softmax_table(node, tin, tout) -> dict:
     return {"exp_table": table.astype(np.uint32)}
 
 
-PARAMS = {"conv2d": weighted, "depthwise_conv2d": weighted, "dense": weighted, "max_pool": pooled,
+PARAMS = {"conv2d": weighted, "depthwise_conv2d": weighted, "conv3d": weighted,
+          "dense": weighted, "max_pool3d": pooled, "avg_pool3d": pooled, "max_pool": pooled,
           "avg_pool": pooled, "mean": mean, "add": add_params, "copy": copy_params, "prelu": prelu_params,
           "activation": lookup_table,
           "softmax": softmax_table}

@@ -132,3 +132,34 @@ def test_input_scaling_layers(keras, tmp_path, kind):
                                                      variance=[4.0, 0.25, 1.0], invert=True)}[kind]
     m = keras.Sequential([keras.Input((5, 5, 3)), layer, L.Conv2D(4, 3)])
     check(m, tmp_path, (5, 5, 3))
+
+
+@pytest.mark.parametrize("k,stride,padding,dilation", [(3, 1, "valid", 1), (3, 2, "same", 1),
+                                                       ((2, 3, 1), 1, "same", 1), (2, 1, "valid", 2)])
+def test_conv3d_and_pools(keras, tmp_path, k, stride, padding, dilation):
+    L = keras.layers
+    m = keras.Sequential([keras.Input((6, 7, 5, 3)),
+                          L.Conv3D(4, k, strides=stride, padding=padding, dilation_rate=dilation,
+                                   activation="relu", bias_initializer="random_normal"),
+                          L.MaxPooling3D(2, padding="same"), L.AveragePooling3D((1, 2, 1)),
+                          L.GlobalAveragePooling3D()])
+    check(m, tmp_path, (6, 7, 5, 3))
+
+
+def test_conv3d_global_max(keras, tmp_path):
+    L = keras.layers
+    m = keras.Sequential([keras.Input((4, 4, 4, 2)), L.Conv3D(3, 2, bias_initializer="random_normal"),
+                          L.GlobalMaxPooling3D(), L.Dense(2)])
+    check(m, tmp_path, (4, 4, 4, 2))
+
+
+def test_conv3d_output_dimension_not_positive(keras):
+    """The seed case: a (1, 1, 1, 1904211) input to a 3-D conv: named, shapes given."""
+    from exporter import UnsupportedModelError
+    from exporter.frontends.keras import window3d
+    import pytest as _pytest
+    win = window3d((1, 1, 1), (3, 3, 3), (1, 1, 1), (1, 1, 1), "valid")
+    assert win["out"] == [-1, -1, -1]
+    from exporter import validate
+    with _pytest.raises(UnsupportedModelError, match=r"conv3d_1.*\(1, 1, 1, 1904211\).*<= 0"):
+        validate.check_output_shape("conv3d_1", "Conv3D", (1, 1, 1, 1904211), (-1, -1, -1, 8))

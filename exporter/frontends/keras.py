@@ -396,6 +396,66 @@ def conv2d_transpose(ctx):
     return _conv_transpose(ctx, one_d=False)
 
 
+def window3d(in_dhw, k, strides, dilation, padding):
+    out, pad = [], []
+    for n, kk, s, d in zip(in_dhw, k, strides, dilation):
+        o, p = window_1d(n, kk, s, d, padding)
+        out.append(o)
+        pad.append(p)
+    return {"in": list(in_dhw), "out": out, "k": list(k), "stride": list(strides),
+            "dil": list(dilation), "pad": pad}
+
+
+@handles("Conv3D")
+def conv3d(ctx):
+    c = ctx.config
+    ctx.channels_last()
+    if c.get("groups", 1) != 1:
+        ctx.unsupported("grouped convolution (groups > 1) is not supported yet")
+    ws = ctx.weights()
+    kernel, bias = ws[0], (ws[1] if c["use_bias"] else None)
+    d, h, w, cin = ctx.in_shape
+    k = as_pair(c["kernel_size"])
+    dims = ("kd", "kh", "kw", "in", "out")
+    validate.check_kernel(ctx.name, ctx.cls, kernel.shape, k + (cin, c["filters"]), dims)
+    win = window3d((d, h, w), k, as_pair(c["strides"]), as_pair(c["dilation_rate"]),
+                   c["padding"])
+    cout = c["filters"]
+    out_shape = tuple(win["out"]) + (cout,)
+    clamp, func = ctx.activation(c["activation"])
+    c_weights = np.ascontiguousarray(kernel.transpose(4, 0, 1, 2, 3))
+    weights = {"kernel": c_weights}
+    if bias is not None:
+        weights["bias"] = bias
+    ctx.info(out_shape, kernel_shape=kernel.shape, kernel_dims=dims, c_layout=c_weights.shape,
+             c_dims=("out", "kd", "kh", "kw", "in"),
+             params=kernel.size + (0 if bias is None else bias.size),
+             macs=int(np.prod(out_shape)) * int(np.prod(k)) * cin)
+    t = ctx.add("conv3d", ctx.inputs, out_shape, {"window3d": win, "clamp": clamp}, weights)
+    return ctx.add_activation(func, t) if func else t
+
+
+def _pool3d(ctx, op):
+    c = ctx.config
+    ctx.channels_last()
+    k = as_pair(c["pool_size"])
+    win = window3d(ctx.in_shape[:3], k, as_pair(c["strides"] or c["pool_size"]), (1, 1, 1),
+                   c["padding"])
+    out_shape = tuple(win["out"]) + (ctx.in_shape[-1],)
+    ctx.info(out_shape, macs=int(np.prod(out_shape)) * int(np.prod(k)))
+    return ctx.add(op, ctx.inputs, out_shape, {"window3d": win, "clamp": CLAMPS["linear"]})
+
+
+@handles("MaxPooling3D")
+def max_pool3d(ctx):
+    return _pool3d(ctx, "max_pool3d")
+
+
+@handles("AveragePooling3D")
+def avg_pool3d(ctx):
+    return _pool3d(ctx, "avg_pool3d")
+
+
 @handles("Dense")
 def dense(ctx):
     c = ctx.config
@@ -459,7 +519,7 @@ def avg_pool2d(ctx):
 def _global_pool(ctx, op):
     ctx.channels_last()
     shape = ctx.in_shape
-    in_hw = (1, shape[0]) if len(shape) == 2 else shape[:2]
+    in_hw = (1, int(np.prod(shape[:-1])))  # all positions in a row, 1-D to 3-D alike
     ch = shape[-1]
     keep = ctx.config.get("keepdims", False)
     out_shape = ((1,) * (len(shape) - 1) + (ch,)) if keep else (ch,)
@@ -470,12 +530,12 @@ def _global_pool(ctx, op):
     return ctx.add(op, ctx.inputs, out_shape, attrs)
 
 
-@handles("GlobalMaxPooling1D", "GlobalMaxPooling2D")
+@handles("GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D")
 def global_max_pool(ctx):
     return _global_pool(ctx, "max_pool")
 
 
-@handles("GlobalAveragePooling1D", "GlobalAveragePooling2D")
+@handles("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D")
 def global_avg_pool(ctx):
     return _global_pool(ctx, "mean")
 

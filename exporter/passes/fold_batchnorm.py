@@ -8,7 +8,7 @@ import numpy as np
 from .remove_identity import rename_input
 
 # op -> axis of the output channel in the IR weight layout
-CHANNEL_AXIS = {"conv2d": 0, "dense": 0, "depthwise_conv2d": -1}
+CHANNEL_AXIS = {"conv2d": 0, "conv3d": 0, "dense": 0, "depthwise_conv2d": -1}
 
 
 def _fold(producer, a, b):
