@@ -265,6 +265,20 @@ void k2m_copy_s8(const k2m_copy_dims *d, const k2m_requant_s8 *rq,
 void k2m_copy_f32(const k2m_copy_dims *d, const float *input, float *output);
 void k2m_fill_s8(int8_t *output, int32_t size, int8_t value);
 void k2m_fill_f32(float *output, int32_t size, float value);
+/* Bilinear resize with per-row/column source indices (two each) and the
+ * second source's weight (Q11 for int8, float for float), computed by the
+ * exporter with TensorFlow's half-pixel centres.  int8 keeps its scale. */
+typedef struct {
+    int32_t in_h, in_w, channels, out_h, out_w;
+} k2m_resize_dims;
+void k2m_resize_bilinear_s8(const k2m_resize_dims *d, const int16_t *y_index,
+                            const int16_t *y_frac, const int16_t *x_index,
+                            const int16_t *x_frac, const int8_t *input,
+                            int8_t *output);
+void k2m_resize_bilinear_f32(const k2m_resize_dims *d, const int16_t *y_index,
+                             const float *y_frac, const int16_t *x_index,
+                             const float *x_frac, const float *input,
+                             float *output);
 
 /* ---- quantize / dequantize at the model boundary (k2m_quantize.c) ----- */
 /* Round half away from zero, as TFLite's reference quantize does. */

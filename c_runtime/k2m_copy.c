@@ -62,3 +62,57 @@ void k2m_fill_f32(float *output, int32_t size, float value)
         output[i] = value;
     }
 }
+
+/* Bilinear resize (UpSampling2D(interpolation='bilinear'), TensorFlow's
+ * half-pixel centres).  The exporter precomputes, per output row and
+ * column, the two source indices (y_index[2 oy], y_index[2 oy + 1]) and the
+ * weight of the second: Q11 for int8, float for float, so the kernels do
+ * no coordinate arithmetic.  int8 in/out share scale and zero point. */
+void k2m_resize_bilinear_s8(const k2m_resize_dims *d, const int16_t *y_index,
+                            const int16_t *y_frac, const int16_t *x_index,
+                            const int16_t *x_frac, const int8_t *input,
+                            int8_t *output)
+{
+    const int32_t c_n = d->channels, row = d->in_w * c_n;
+    int32_t oy, ox, c;
+
+    for (oy = 0; oy < d->out_h; ++oy) {
+        const int8_t *r0 = input + y_index[2 * oy] * row;
+        const int8_t *r1 = input + y_index[2 * oy + 1] * row;
+        const int32_t fy = y_frac[oy];
+        for (ox = 0; ox < d->out_w; ++ox) {
+            const int32_t x0 = x_index[2 * ox] * c_n, x1 = x_index[2 * ox + 1] * c_n;
+            const int32_t fx = x_frac[ox];
+            for (c = 0; c < c_n; ++c) {
+                const int32_t top = r0[x0 + c] * (2048 - fx) + r0[x1 + c] * fx;
+                const int32_t bottom = r1[x0 + c] * (2048 - fx) + r1[x1 + c] * fx;
+                const int32_t v = top * (2048 - fy) + bottom * fy;  /* Q22 */
+                *output++ = (int8_t)k2m_clamp_s32(k2m_asr(v + (1 << 21), 22), -128, 127);
+            }
+        }
+    }
+}
+
+void k2m_resize_bilinear_f32(const k2m_resize_dims *d, const int16_t *y_index,
+                             const float *y_frac, const int16_t *x_index,
+                             const float *x_frac, const float *input,
+                             float *output)
+{
+    const int32_t c_n = d->channels, row = d->in_w * c_n;
+    int32_t oy, ox, c;
+
+    for (oy = 0; oy < d->out_h; ++oy) {
+        const float *r0 = input + y_index[2 * oy] * row;
+        const float *r1 = input + y_index[2 * oy + 1] * row;
+        const float fy = y_frac[oy];
+        for (ox = 0; ox < d->out_w; ++ox) {
+            const int32_t x0 = x_index[2 * ox] * c_n, x1 = x_index[2 * ox + 1] * c_n;
+            const float fx = x_frac[ox];
+            for (c = 0; c < c_n; ++c) {
+                const float top = r0[x0 + c] + (r0[x1 + c] - r0[x0 + c]) * fx;
+                const float bottom = r1[x0 + c] + (r1[x1 + c] - r1[x0 + c]) * fx;
+                *output++ = top + (bottom - top) * fy;
+            }
+        }
+    }
+}

@@ -22,7 +22,8 @@ RUNTIME_FOR_OP = {"conv2d": "k2m_conv.c", "depthwise_conv2d": "k2m_depthwise.c",
                   "activation": "k2m_activation.c", "softmax": "k2m_activation.c",
                   "add": "k2m_elementwise.c", "copy": "k2m_copy.c",
                   "prelu": "k2m_activation.c", "conv3d": "k2m_conv3d.c",
-                  "max_pool3d": "k2m_conv3d.c", "avg_pool3d": "k2m_conv3d.c"}
+                  "max_pool3d": "k2m_conv3d.c", "avg_pool3d": "k2m_conv3d.c",
+                  "resize_bilinear": "k2m_copy.c"}
 NO_CODE = {"reshape", "identity"}
 FLOAT_MAX = "3.40282347e+38f"
 
@@ -52,7 +53,7 @@ def c_array_body(values: np.ndarray, per_line: int) -> str:
     return "    " + ",\n    ".join(lines)
 
 
-CTYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.int32): "int32_t",
+CTYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.int16): "int16_t", np.dtype(np.int32): "int32_t",
           np.dtype(np.uint16): "uint16_t", np.dtype(np.uint32): "uint32_t",
           np.dtype(np.float32): "float"}
 TENSOR_CTYPES = {"int8": "int8_t", "int16": "int16_t", "float32": "float"}
@@ -216,6 +217,18 @@ class Emitter:
         s["alpha"] = self.const(node, "alpha", alpha, f"{node.layer}: PReLU alpha")
         if self.int8:
             s["params"] = ", ".join(str(int(v)) for v in node.attrs["int8"]["params"])
+
+    def _resize_bilinear(self, node, tin, tout, s):
+        (h, w, ch), (oh, ow, _) = tin.shape, tout.shape
+        s["dims"] = f"{h}, {w}, {ch}, {oh}, {ow}"
+        for axis in ("y", "x"):
+            m = node.attrs[axis]
+            s[axis + "_index"] = self.const(node, axis + "_index", m["index"],
+                                            f"{node.layer}: source {axis} indices")
+            frac = (np.round(m["frac"].astype(np.float64) * 2048).astype(np.int16)
+                    if self.int8 else m["frac"].astype(np.float32))
+            s[axis + "_frac"] = self.const(node, axis + "_frac", frac,
+                                           f"{node.layer}: weight of the second {axis} source")
 
     def _activation(self, node, tin, tout, s):
         s["size"], s["func"] = tin.size, node.attrs["func"]

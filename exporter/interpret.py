@@ -196,6 +196,11 @@ def prelu(node, x):
     return np.where(flat >= 0, flat, a * flat)
 
 
+def resize_bilinear(node, x):
+    from .frontends import movement
+    return movement.resize_bilinear(np.asarray(x, np.float64), node.attrs["y"], node.attrs["x"])
+
+
 def reshape(node, x):
     return x
 
@@ -206,7 +211,8 @@ mean = avg_pool
 
 RUN = {"conv2d": conv2d, "depthwise_conv2d": depthwise_conv2d, "conv3d": conv3d,
        "max_pool3d": max_pool3d, "avg_pool3d": avg_pool3d, "dense": dense, "max_pool": max_pool, "avg_pool": avg_pool, "mean": mean,
-       "activation": activation, "add": add, "copy": copy, "prelu": prelu, "softmax": softmax, "reshape": reshape,
+       "activation": activation, "add": add, "copy": copy, "prelu": prelu,
+       "resize_bilinear": resize_bilinear, "softmax": softmax, "reshape": reshape,
        "identity": identity}
 
 

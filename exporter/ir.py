@@ -76,6 +76,7 @@ OPS = {
     "add": True,
     "copy": False,
     "prelu": True,
+    "resize_bilinear": False,
     "reshape": True,
     "identity": True,
 }

@@ -29,7 +29,8 @@ from .ir import Quant
 SIGMOID_Q = Quant(1.0 / 256, -128)
 TANH_Q = Quant(1.0 / 128, 0)
 SOFTMAX_Q = Quant(1.0 / 256, -128)
-SAME_AS_INPUT = {"max_pool", "avg_pool", "max_pool3d", "avg_pool3d", "reshape", "identity"}
+SAME_AS_INPUT = {"max_pool", "avg_pool", "max_pool3d", "avg_pool3d", "reshape", "identity",
+                 "resize_bilinear"}
 WIDE_READERS = {"sigmoid", "tanh", "softmax", "elu", "selu", "hard_sigmoid", "hard_swish",
                 "swish", "gelu", "softplus", "softsign", "exponential", "mish"}
 INT16_MAX = 32767

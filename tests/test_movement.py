@@ -44,3 +44,10 @@ def test_unet_like_block(keras, tmp_path):
     x = L.Concatenate()([d, u])
     x = L.Cropping2D(1)(L.ZeroPadding2D(1)(x))
     check(keras.Model(inp, L.Conv2D(3, 1)(x)), tmp_path, (8, 8, 2))
+
+
+@pytest.mark.parametrize("size", [(2, 2), (3, 2), (1, 4)])
+def test_upsampling2d_bilinear(keras, tmp_path, size):
+    L = keras.layers
+    m = keras.Sequential([keras.Input((4, 5, 3)), L.UpSampling2D(size, interpolation="bilinear")])
+    check(m, tmp_path, (4, 5, 3))

@@ -607,11 +607,18 @@ def cropping(ctx):
 def upsampling(ctx):
     c = ctx.config
     ctx.channels_last()
-    if c.get("interpolation", "nearest") != "nearest":
-        ctx.unsupported(f"interpolation='{c['interpolation']}' is not supported yet; "
-                        f"use 'nearest'")
     size = c["size"]
     factors = (size,) if isinstance(size, int) else tuple(size)
+    interpolation = c.get("interpolation", "nearest")
+    if interpolation == "bilinear" and len(ctx.in_shape) == 3:
+        h, w, ch = ctx.in_shape
+        out = (h * factors[0], w * factors[1], ch)
+        ctx.info(out)
+        return ctx.add("resize_bilinear", ctx.inputs, out,
+                       {"y": movement.bilinear_map(h, out[0]), "x": movement.bilinear_map(w, out[1])})
+    if interpolation != "nearest":
+        ctx.unsupported(f"interpolation='{interpolation}' is not supported yet; "
+                        f"use 'nearest' (or 'bilinear' in 2-D)")
     out, moves = movement.upsample(ctx.in_shape, factors)
     return _copy(ctx, out, moves)
 

@@ -88,3 +88,25 @@ def run(moves, inputs, out_size: int) -> np.ndarray:
                                   [s * item for s in m["out_stride"]])
             view_out[...] = view_in
     return out
+
+
+def bilinear_map(n_in: int, n_out: int) -> dict:
+    """TensorFlow's half-pixel bilinear sampling of one axis: per output
+    index the two source indices and the weight of the second."""
+    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    frac = (src - i0).astype(np.float32)
+    return {"index": np.stack([i0, i1], axis=1).reshape(-1).astype(np.int16), "frac": frac}
+
+
+def resize_bilinear(x, ymap, xmap) -> np.ndarray:
+    """x: (N, H, W, C) → the resized batch, TensorFlow's formula."""
+    y0, y1 = ymap["index"][0::2], ymap["index"][1::2]
+    x0, x1 = xmap["index"][0::2], xmap["index"][1::2]
+    fy = ymap["frac"].astype(np.float64)[None, :, None, None]
+    fx = xmap["frac"].astype(np.float64)[None, None, :, None]
+    r0, r1 = x[:, y0], x[:, y1]
+    top = r0[:, :, x0] + (r0[:, :, x1] - r0[:, :, x0]) * fx
+    bottom = r1[:, :, x0] + (r1[:, :, x1] - r1[:, :, x0]) * fx
+    return top + (bottom - top) * fy
