@@ -57,7 +57,10 @@ def header_cdef(text: str) -> str:
     """k2m.h's declarations in a form cffi's parser accepts."""
     text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
     text = re.sub(r"#ifdef __cplusplus.*?#endif", "", text, flags=re.S)
-    return "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#"))
+    # preprocessor lines go, except integer #defines (array sizes in structs)
+    keep = re.compile(r"\s*#define\s+K2M_\w+\s+\d+\s*$")
+    return "\n".join(l for l in text.splitlines()
+                     if not l.lstrip().startswith("#") or keep.match(l))
 
 
 @pytest.fixture(scope="session")
