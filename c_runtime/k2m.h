@@ -111,6 +111,21 @@ void k2m_add_s8(const k2m_add_s8_params *p, const int8_t *input1,
                 const int8_t *input2, int8_t *output, int32_t size);
 void k2m_add_f32(const float *input1, const float *input2, float *output,
                  int32_t size, float act_min, float act_max);
+/* Subtract and Average are k2m_add_s8 with the second input's multiplier
+ * negated, or the output multiplier halved.  Multiply requantizes the
+ * product of the offset inputs; Maximum/Minimum compare both inputs after
+ * requantizing each to the output scale.  Fields unused by an op are 0. */
+typedef k2m_add_s8_params k2m_binary_s8_params;
+void k2m_mul_s8(const k2m_binary_s8_params *p, const int8_t *input1,
+                const int8_t *input2, int8_t *output, int32_t size);
+void k2m_max_min_s8(const k2m_binary_s8_params *p, int32_t is_max,
+                    const int8_t *input1, const int8_t *input2, int8_t *output,
+                    int32_t size);
+typedef enum {
+    K2M_BINARY_SUB, K2M_BINARY_MUL, K2M_BINARY_MAX, K2M_BINARY_MIN, K2M_BINARY_AVG
+} k2m_binary_op;
+void k2m_binary_f32(k2m_binary_op op, const float *input1, const float *input2,
+                    float *output, int32_t size, float act_min, float act_max);
 
 /* ---- 3-D convolution and pooling (k2m_conv3d.c) ---------------------
  * NDHWC without the batch; axes in the arrays are (depth, height, width).

@@ -20,7 +20,8 @@ RUNTIME_FOR_OP = {"conv2d": "k2m_conv.c", "depthwise_conv2d": "k2m_depthwise.c",
                   "dense": "k2m_fully_connected.c",
                   "max_pool": "k2m_pool.c", "avg_pool": "k2m_pool.c", "mean": "k2m_pool.c",
                   "activation": "k2m_activation.c", "softmax": "k2m_activation.c",
-                  "add": "k2m_elementwise.c", "copy": "k2m_copy.c",
+                  "add": "k2m_elementwise.c", "binary": "k2m_elementwise.c",
+                  "copy": "k2m_copy.c",
                   "prelu": "k2m_activation.c", "conv3d": "k2m_conv3d.c",
                   "max_pool3d": "k2m_conv3d.c", "avg_pool3d": "k2m_conv3d.c",
                   "resize_bilinear": "k2m_copy.c"}
@@ -229,6 +230,11 @@ class Emitter:
                     if self.int8 else m["frac"].astype(np.float32))
             s[axis + "_frac"] = self.const(node, axis + "_frac", frac,
                                            f"{node.layer}: weight of the second {axis} source")
+
+    def _binary(self, node, tin, tout, s):
+        self._add(node, tin, tout, s)
+        s["func"] = node.attrs["func"]
+        s["enum"] = "K2M_BINARY_" + s["func"].upper()
 
     def _activation(self, node, tin, tout, s):
         s["size"], s["func"] = tin.size, node.attrs["func"]

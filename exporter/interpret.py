@@ -201,6 +201,14 @@ def resize_bilinear(node, x):
     return movement.resize_bilinear(np.asarray(x, np.float64), node.attrs["y"], node.attrs["x"])
 
 
+BINARY = {"sub": np.subtract, "mul": np.multiply, "max": np.maximum, "min": np.minimum,
+          "avg": lambda a, b: (a + b) / 2.0}
+
+
+def binary(node, a, b):
+    return _clamp(BINARY[node.attrs["func"]](a, b), node.attrs["clamp"])
+
+
 def reshape(node, x):
     return x
 
@@ -211,7 +219,7 @@ mean = avg_pool
 
 RUN = {"conv2d": conv2d, "depthwise_conv2d": depthwise_conv2d, "conv3d": conv3d,
        "max_pool3d": max_pool3d, "avg_pool3d": avg_pool3d, "dense": dense, "max_pool": max_pool, "avg_pool": avg_pool, "mean": mean,
-       "activation": activation, "add": add, "copy": copy, "prelu": prelu,
+       "activation": activation, "add": add, "binary": binary, "copy": copy, "prelu": prelu,
        "resize_bilinear": resize_bilinear, "softmax": softmax, "reshape": reshape,
        "identity": identity}
 

@@ -74,6 +74,7 @@ OPS = {
     "activation": True,
     "softmax": True,
     "add": True,
+    "binary": True,
     "copy": False,
     "prelu": True,
     "resize_bilinear": False,

@@ -179,6 +179,28 @@ def add_params(node, tin, tout, tin2) -> dict:
                        left_shift, tout.quant.zero_point, mo, sho, lo, hi]}
 
 
+def binary_params(node, tin, tout, tin2) -> dict:
+    """The k2m_binary_s8_params fields for Subtract/Average (as Add),
+    Multiply and Maximum/Minimum."""
+    func = node.attrs["func"]
+    s1, s2, so = tin.quant.scale, tin2.quant.scale, tout.quant.scale
+    o1, o2, oo = -tin.quant.zero_point, -tin2.quant.zero_point, tout.quant.zero_point
+    lo, hi = clamp_range(node.attrs["clamp"], tout.quant)
+    if func in ("sub", "avg"):
+        p = add_params(node, tin, tout, tin2)["params"]
+        if func == "sub":
+            p[4] = -p[4]  # the second input's multiplier
+        else:
+            p[8], p[9] = quantize_multiplier(2.0 * max(s1, s2) / ((1 << 20) * so * 2.0))
+        return {"params": p}
+    if func == "mul":
+        m, sh = quantize_multiplier(s1 * s2 / so)
+        return {"params": [o1, 0, 0, o2, 0, 0, 0, oo, m, sh, lo, hi]}
+    m1, sh1 = quantize_multiplier(s1 / so)
+    m2, sh2 = quantize_multiplier(s2 / so)
+    return {"params": [o1, m1, sh1, o2, m2, sh2, 0, oo, 0, 0, lo, hi]}
+
+
 def copy_params(node, tin, tout, *others) -> dict:
     """Per input: None if it shares the output's scale, else a requantization."""
     rqs = []
@@ -232,6 +254,6 @@ def softmax_table(node, tin, tout) -> dict:
 
 PARAMS = {"conv2d": weighted, "depthwise_conv2d": weighted, "conv3d": weighted,
           "dense": weighted, "max_pool3d": pooled, "avg_pool3d": pooled, "max_pool": pooled,
-          "avg_pool": pooled, "mean": mean, "add": add_params, "copy": copy_params, "prelu": prelu_params,
+          "avg_pool": pooled, "mean": mean, "add": add_params, "binary": binary_params, "copy": copy_params, "prelu": prelu_params,
           "activation": lookup_table,
           "softmax": softmax_table}

@@ -163,3 +163,24 @@ def test_conv3d_output_dimension_not_positive(keras):
     from exporter import validate
     with _pytest.raises(UnsupportedModelError, match=r"conv3d_1.*\(1, 1, 1, 1904211\).*<= 0"):
         validate.check_output_shape("conv3d_1", "Conv3D", (1, 1, 1, 1904211), (-1, -1, -1, 8))
+
+
+@pytest.mark.parametrize("merge", ["Subtract", "Multiply", "Average", "Maximum", "Minimum"])
+def test_merges(keras, tmp_path, merge):
+    L = keras.layers
+    inp = keras.Input((6, 4))
+    # branches of similar range: an int8 branch much coarser than the output
+    # would bring its own rounding (several output steps) into min/max
+    a = L.Conv1D(5, 3, padding="same", bias_initializer="random_normal")(inp)
+    b = L.Conv1D(5, 1, bias_initializer="random_normal")(inp)
+    x = getattr(L, merge)()([a, b])
+    if merge == "Subtract":  # a following ReLU is fused into the merge
+        x = L.Activation("relu")(x)
+    check(keras.Model(inp, x), tmp_path, (6, 4))
+
+
+def test_multiply_of_three(keras, tmp_path):
+    L = keras.layers
+    inp = keras.Input((8,))
+    a, b, c = L.Dense(4)(inp), L.Dense(4, activation="sigmoid")(inp), L.Dense(4)(inp)
+    check(keras.Model(inp, L.Multiply()([a, b, c])), tmp_path, (8,))

@@ -456,6 +456,30 @@ def avg_pool3d(ctx):
     return _pool3d(ctx, "avg_pool3d")
 
 
+# Keras merge layer -> (IR op, func, how many inputs it takes: None = any)
+MERGES = {"Subtract": ("binary", "sub", 2), "Average": ("binary", "avg", 2),
+          "Multiply": ("binary", "mul", None), "Maximum": ("binary", "max", None),
+          "Minimum": ("binary", "min", None)}
+
+
+@handles(*MERGES)
+def merge(ctx):
+    op, func, arity = MERGES[ctx.cls]
+    shapes = {ctx.graph.tensors[t].shape for t in ctx.inputs}
+    if len(shapes) != 1:
+        ctx.unsupported(f"{ctx.cls} of different shapes {sorted(shapes)} (broadcasting) is "
+                        f"not supported yet")
+    if arity and len(ctx.inputs) != arity:
+        ctx.unsupported(f"{ctx.cls} of {len(ctx.inputs)} inputs; {arity} are supported")
+    ctx.info(ctx.in_shape, macs=int(np.prod(ctx.in_shape)) * (len(ctx.inputs) - 1))
+    t = ctx.inputs[0]
+    for k, other in enumerate(ctx.inputs[1:]):  # Multiply/Maximum/Minimum associate
+        last = k == len(ctx.inputs) - 2
+        t = ctx.add(op, [t, other], ctx.in_shape, {"func": func, "clamp": CLAMPS["linear"]},
+                    suffix="" if last else f"_part{k}")
+    return t
+
+
 @handles("Dense")
 def dense(ctx):
     c = ctx.config

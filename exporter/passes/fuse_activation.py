@@ -6,7 +6,7 @@ output range, in float it is the kernel's output min/max.
 from .remove_identity import rename_input
 
 FUSES_INTO = {"conv2d", "depthwise_conv2d", "conv3d", "dense", "max_pool", "avg_pool",
-              "max_pool3d", "avg_pool3d", "mean", "add"}
+              "max_pool3d", "avg_pool3d", "mean", "add", "binary"}
 
 
 def _merge(a, b):
