@@ -16,7 +16,6 @@ Prints one markdown table per model.
 """
 import argparse
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -29,41 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import test_mlperf as mlp  # noqa: E402  (real inputs, Case, run_tflite_int8)
+import test_mlperf as mlp  # noqa: E402  (real inputs, Case, run_tflite_int8, tflm_arena)
 
-
-def tflm_arena(tflite_path: Path, x_row: np.ndarray):
-    """(total, head, tail) bytes TFLM's recording allocator reports for the
-    model after one invoke, or None with the reason when tflite-micro is not
-    installed.  print_allocations() writes to the C stderr, captured at the
-    file-descriptor level."""
-    try:
-        from tflite_micro import runtime
-    except ImportError as e:
-        return None, f"tflite-micro not importable ({e}); pip install tflite-micro"
-    from exporter.verify import quantize_like_c
-    interp = runtime.Interpreter.from_file(str(tflite_path))
-    det = interp.get_input_details(0)
-    q = det["quantization_parameters"]
-    interp.set_input(quantize_like_c(x_row, q["scales"][0], q["zero_points"][0])
-                     .reshape(det["shape"]), 0)
-    interp.invoke()
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            interp.print_allocations()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        tmp.seek(0)
-        text = tmp.read().decode(errors="replace")
-    found = {k: int(v) for k, v in
-             re.findall(r"Arena allocation (total|head|tail) (\d+) bytes", text)}
-    if "total" not in found:
-        return None, f"no arena figure in print_allocations() output: {text[:200]!r}"
-    return (found["total"], found.get("head"), found.get("tail")), None
+tflm_arena = mlp.tflm_arena
 
 
 def main():

@@ -44,6 +44,9 @@ Tolerances:
 from __future__ import annotations
 
 import os
+import re
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -269,6 +272,40 @@ def mlperf(tmp_path_factory):
     return get
 
 
+def tflm_arena(tflite_path: Path, x_row: np.ndarray):
+    """(total, head, tail) bytes TFLM's recording allocator reports for the
+    model after one invoke, or None with the reason when tflite-micro is not
+    installed.  print_allocations() writes to the C stderr, captured at the
+    file-descriptor level."""
+    try:
+        from tflite_micro import runtime
+    except ImportError as e:
+        return None, f"tflite-micro not importable ({e}); pip install tflite-micro"
+    from exporter.verify import quantize_like_c
+    interp = runtime.Interpreter.from_file(str(tflite_path))
+    det = interp.get_input_details(0)
+    q = det["quantization_parameters"]
+    interp.set_input(quantize_like_c(x_row, q["scales"][0], q["zero_points"][0])
+                     .reshape(det["shape"]), 0)
+    interp.invoke()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            interp.print_allocations()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        text = tmp.read().decode(errors="replace")
+    found = {k: int(v) for k, v in
+             re.findall(r"Arena allocation (total|head|tail) (\d+) bytes", text)}
+    if "total" not in found:
+        return None, f"no arena figure in print_allocations() output: {text[:200]!r}"
+    return (found["total"], found.get("head"), found.get("tail")), None
+
+
 # ------------------------------------------------------------------ tests
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -323,3 +360,19 @@ def test_int8_no_worse_than_tflite(mlperf, name):
     assert ours["top1_agreement"] >= theirs["top1_agreement"]
     if name != "ic":  # in-domain inputs: every input counts
         assert ours["top1_agreement"] >= 0.98
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_arena_not_above_tflm(mlperf, name):
+    """Our planned arena against what TFLM allocates for the MLPerf int8
+    .tflite of the same model (tflite-micro's recording allocator)."""
+    case = mlperf(name)
+    report, _ = case.build("int8")
+    arena, why = tflm_arena(case.tflite_path, case.x[:1])
+    if arena is None:
+        if IN_CI:
+            pytest.fail(why)
+        pytest.skip(why)
+    total, head, tail = arena
+    print(f"{name}: ours {report.arena_bytes} B, TFLM {total} B (head {head} + tail {tail})")
+    assert report.arena_bytes <= total
