@@ -101,6 +101,7 @@ class Emitter:
     def step(self, node) -> dict:
         tin, tout = self.g.tensors[node.inputs[0]], self.g.tensors[node.outputs[0]]
         s = {"input": self.tensor(tin.name), "output": self.tensor(tout.name),
+             "nbytes": tout.nbytes, "tensor": tout.name,
              "macro": self.macro(node, tin, tout),
              "comment": f"{node.layer}: {node.keras_class} -> {node.op} "
                         f"{tin.shape} -> {tout.shape}"}

@@ -90,6 +90,7 @@ def export_model(model_or_path, out_dir=None, *, target: str = "cortex-m4",
     emission = codegen.prepare(graph, plan, prefix, model_name)
     report = build_report(graph, infos, plan, emission["arrays"], prefix, model_name,
                           dtype, target)
+    report.graph = graph
     check_budget(report, flash_kb, ram_kb)
     if out_dir is not None:
         write_atomically(out_dir, lambda tmp: codegen.write(emission, tmp))

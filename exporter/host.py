@@ -29,6 +29,7 @@ class HostModel:
     def __init__(self, lib, ffi, prefix: str, header: dict):
         self.lib, self.ffi, self.prefix = lib, ffi, prefix
         self.header = header
+        self.trace_sink: list = []
         self.arena_bytes = header["ARENA_BYTES"]
         self.dtype = header["dtype"]
         self.input_sizes = [t["size"] for t in header["inputs"]]
@@ -67,6 +68,17 @@ class HostModel:
     def predict(self, x) -> np.ndarray:
         return self.predict_multi([x])[0]
 
+    def trace(self, xs) -> list:
+        """Per sample, the raw bytes of every layer's output in run order
+        (a folder loaded with trace=True)."""
+        xs = xs if isinstance(xs, (list, tuple)) else [xs]
+        per_sample = []
+        for i in range(len(xs[0])):
+            self.trace_sink = []
+            self.predict_multi([x[i:i + 1] for x in xs])
+            per_sample.append(self.trace_sink)
+        return per_sample
+
     def invoke(self, x) -> np.ndarray:
         return self.invoke_multi([x])[0]
 
@@ -104,22 +116,24 @@ def find_prefix(out_dir: Path) -> str:
 
 
 def load(out_dir, prefix: str | None = None, build_dir=None,
-         extra_compile_args=("-O2", "-std=c99")) -> HostModel:
-    """Compile the folder with the system C compiler and load it."""
+         extra_compile_args=("-O2", "-std=c99"), trace: bool = False) -> HostModel:
+    """Compile the folder with the system C compiler and load it.  With
+    trace=True every layer's output is also captured (`HostModel.trace`)."""
     import cffi
 
     out_dir = Path(out_dir).resolve()
     prefix = prefix or find_prefix(out_dir)
     header = read_header(out_dir / f"{prefix}.h", prefix)
     sources = sorted(str(p) for p in out_dir.rglob("*.c"))
+    if trace:
+        extra_compile_args = tuple(extra_compile_args) + ("-DK2M_TRACE_HOOK=k2m_host_trace",)
     digest = hashlib.sha1(repr(list(extra_compile_args)).encode())
     for f in sorted(p for p in out_dir.rglob("*") if p.is_file()):  # weights live in .h files
         digest.update(f.relative_to(out_dir).as_posix().encode())
         digest.update(f.read_bytes())
     module = f"_k2m_{prefix}_{digest.hexdigest()[:12]}"
     if module in sys.modules:  # the very same folder is already loaded
-        mod = sys.modules[module]
-        return HostModel(mod.lib, mod.ffi, prefix, header)
+        return _host_model(sys.modules[module], prefix, header, trace)
     ctype = "int8_t" if header["dtype"] == "int8" else "float"
     ffi = cffi.FFI()
     ffi.cdef(f"""
@@ -128,7 +142,8 @@ def load(out_dir, prefix: str | None = None, build_dir=None,
         int {prefix}_predict_multi(const float *const input[], float *const output[]);
         int {prefix}_invoke_multi(const {prefix}_input_t *const input[],
                                   {prefix}_output_t *const output[]);
-    """)
+    """ + ('extern "Python+C" void k2m_host_trace(int32_t, const void *, int32_t);'
+           if trace else ""))
     ffi.set_source(module, f'#include "{prefix}.h"', sources=sources,
                    include_dirs=[str(out_dir)], extra_compile_args=list(extra_compile_args),
                    libraries=["m"])
@@ -141,4 +156,13 @@ def load(out_dir, prefix: str | None = None, build_dir=None,
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     sys.modules[module] = mod
-    return HostModel(mod.lib, mod.ffi, prefix, header)
+    return _host_model(mod, prefix, header, trace)
+
+
+def _host_model(mod, prefix, header, trace) -> HostModel:
+    model = HostModel(mod.lib, mod.ffi, prefix, header)
+    if trace:
+        @mod.ffi.def_extern(name="k2m_host_trace")
+        def _record(step, data, nbytes):
+            model.trace_sink.append(bytes(mod.ffi.buffer(data, nbytes)))
+    return model

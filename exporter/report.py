@@ -35,6 +35,7 @@ class Report:
     weight_bytes: int = 0
     peak_tensors: list = field(default_factory=list)
     quantization: dict = field(default_factory=dict)  # tensor -> (scale, zero point)
+    graph: object = field(default=None, repr=False)    # the IR, for layer_metrics
 
     @property
     def params(self) -> int:

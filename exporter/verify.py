@@ -118,3 +118,39 @@ def verify(out_dir, keras_model_or_path, samples, where: str = "host",
     step = header["OUTPUT_SCALE"] if header["dtype"] == "int8" else None
     result.update(compare(got, ref, step))
     return result
+
+
+def layer_metrics(report, out_dir, samples, build_dir=None) -> list:
+    """Per layer, where accuracy is lost: every layer's output in the C model
+    (traced in a host build) against the same tensor of the float model
+    (exporter.interpret, which matches Keras), with the error in that
+    tensor's own quantization steps.  `report` is export_model's, from the
+    same process (it carries the graph)."""
+    from . import interpret
+    from .codegen import NO_CODE
+    graph = report.graph
+    shapes = [graph.tensors[t].shape for t in graph.inputs]
+    xs = calibration.load_all(samples, shapes)
+    hm = host.load(out_dir, report.prefix, build_dir=build_dir, trace=True)
+    traced = hm.trace(xs)
+    ref = interpret.run(graph, xs)
+    rows = []
+    steps = [n for n in graph.nodes if n.op not in NO_CODE]
+    for k, node in enumerate(steps):
+        t = graph.tensors[node.outputs[0]]
+        dtype = {"int8": np.int8, "int16": np.int16, "float32": np.float32}[t.dtype]
+        raw = np.stack([np.frombuffer(sample[k], dtype) for sample in traced]).astype(np.float64)
+        got = raw if t.quant is None or t.dtype == "float32" else t.quant.scale * (raw - t.quant.zero_point)
+        step = t.quant.scale if t.quant is not None and t.dtype != "float32" else None
+        m = compare(got, ref[t.name].reshape(len(got), -1), step)
+        rows.append({"layer": node.layer, "op": node.op, "tensor": t.name, "dtype": t.dtype, **m})
+    return rows
+
+
+def format_layers(rows) -> str:
+    lines = [f"{'layer':<28} {'op':<18} {'max|err|':>10} {'RMSE':>10} {'cosine':>9} {'max steps':>9}"]
+    for r in rows:
+        steps = f"{r['max_steps']:.2f}" if "max_steps" in r else "-"
+        lines.append(f"{r['layer'][:28]:<28} {r['op'][:18]:<18} {r['max_abs']:>10.3g} "
+                     f"{r['rmse']:>10.3g} {r['cosine']:>9.6f} {steps:>9}")
+    return "\n".join(lines)
