@@ -247,6 +247,26 @@ static inline void col_seg(col_stream *s, const int8_t *src, int32_t n)
     }
 }
 
+/* Widens n4 groups of 4 input bytes (offset added) into the column. */
+static inline int16_t *col_words(int16_t *d, const int8_t *src, int32_t n4,
+                                 int32_t off2)
+{
+    for (; n4 > 0; --n4) {
+        const int32_t v = k2m_ld32(src);
+        k2m_st32(d, __sxtab16(off2, v));
+        k2m_st32(d + 2, k2m_sxtab16_ror8(off2, v));
+        src += 4;
+        d += 8;
+    }
+    return d;
+}
+
+/* Kernel rows that are only partly inside the input (dil_w == 1) are
+ * first copied into a small buffer with the padding taps set to
+ * -input_offset (so that q + input_offset is the padding's real 0), then
+ * widened like whole rows. */
+#define K2M_CONV_ROW_BUF 64
+
 /* im2col of output pixel (oy, ox) into half `sel` of `col`. */
 static void im2col_s8(const k2m_window *g, const int8_t *input,
                       int32_t input_offset, int32_t oy, int32_t ox,
@@ -259,18 +279,55 @@ static void im2col_s8(const k2m_window *g, const int8_t *input,
     const int32_t row_len = k_w * in_c;
     const int32_t k = k_h * row_len;
     const int32_t k4 = k & ~3, r = k - k4;
+    const int32_t off2 = (int32_t)(((uint32_t)input_offset & 0xFFFFu)
+                                   | ((uint32_t)input_offset << 16));
     /* The whole kernel row lies inside the input and is contiguous. */
     const int row_whole = g->dil_w == 1 && x0 >= 0 && x0 + k_w <= in_w;
+    /* Partly inside: through the padded row buffer. */
+    const int use_buf = !row_whole && g->dil_w == 1
+        && row_len <= K2M_CONV_ROW_BUF
+        && input_offset >= -127 && input_offset <= 128;
+    int8_t buf[K2M_CONV_ROW_BUF];
+    int32_t kx0 = 0, kx1 = 0, ky, kx, i;
     col_stream s;
-    int32_t ky, kx;
+
+    if (use_buf) {
+        k2m_tap_range(x0, in_w, k_w, 1, &kx0, &kx1);
+        for (i = 0; i < row_len; ++i) {
+            buf[i] = (int8_t)-input_offset;
+        }
+    }
+    if ((row_len & 3) == 0 && (row_whole || use_buf)) {
+        /* Every row is whole groups. */
+        int16_t *d = col + (sel << 2);
+        for (ky = 0; ky < k_h; ++ky) {
+            const int32_t y = y0 + ky * g->dil_h;
+            if (y < 0 || y >= in_h) {
+                for (i = row_len >> 2; i > 0; --i) {
+                    k2m_st32(d, 0);
+                    k2m_st32(d + 2, 0);
+                    d += 8;
+                }
+            } else if (row_whole) {
+                d = col_words(d, input + (y * in_w + x0) * in_c,
+                              row_len >> 2, off2);
+            } else {
+                const int8_t *src = input + (y * in_w + x0 + kx0) * in_c;
+                for (i = kx0 * in_c; i < kx1 * in_c; ++i) {
+                    buf[i] = *src++;
+                }
+                d = col_words(d, buf, row_len >> 2, off2);
+            }
+        }
+        return;
+    }
 
     s.grp = col + (sel << 2);
     s.tail = col + (k4 << 1) + sel * r;
     s.pos = 0;
     s.j = 0;
     s.k4 = k4;
-    s.off2 = (int32_t)(((uint32_t)input_offset & 0xFFFFu)
-                       | ((uint32_t)input_offset << 16));
+    s.off2 = off2;
     s.input_offset = input_offset;
 
     for (ky = 0; ky < k_h; ++ky) {
@@ -279,6 +336,12 @@ static void im2col_s8(const k2m_window *g, const int8_t *input,
             col_seg(&s, NULL, row_len);
         } else if (row_whole) {
             col_seg(&s, input + (y * in_w + x0) * in_c, row_len);
+        } else if (use_buf) {
+            const int8_t *src = input + (y * in_w + x0 + kx0) * in_c;
+            for (i = kx0 * in_c; i < kx1 * in_c; ++i) {
+                buf[i] = *src++;
+            }
+            col_seg(&s, buf, row_len);
         } else {
             for (kx = 0; kx < k_w; ++kx) {
                 const int32_t x = x0 + kx * g->dil_w;
