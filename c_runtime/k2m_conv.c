@@ -162,7 +162,9 @@ static int conv_fast_rq_ok(const k2m_quant_s8 *q, const int32_t *bias,
         int64_t b = bias != NULL ? bias[c] : 0, ho;
         int32_t ls, rs;
         b = b < 0 ? -b : b;
-        if (sh > 28 || sh < -29) {
+        /* Right shifts only: the block loop takes ls = 1 (left-shifted
+         * channels, int16 outputs at most, take k2m_rq_apply). */
+        if (sh > 0 || sh < -29) {
             return 0;
         }
         ls = (sh > 0 ? sh : 0) + 1;
@@ -582,18 +584,16 @@ void conv_pairs_fast(const conv_ctx *x, const int16_t *col, void *out0,
         }
         wa = wb + r;
         {
-            /* Channel constants without branches: e = max(-shift, 0),
-             * ls = max(shift, 0) + 1, rs = e + 1. */
-            const int32_t sa = sp[0], sb = sp[1];
-            const int32_t ea = -sa & ~k2m_asr(-sa, 31);
-            const int32_t eb = -sb & ~k2m_asr(-sb, 31);
+            /* Channel constants: shift = -e <= 0 (conv_fast_rq_ok), so
+             * ls = 1, rs = e + 1, ho = (1 + 2 out_off) << e. */
+            const int32_t ea = -sp[0], eb = -sp[1];
             conv_rq ra, rb;
             ra.mult = mp[0];
-            ra.ls = (sa & ~k2m_asr(sa, 31)) + 1;
+            ra.ls = 1;
             ra.rs = ea + 1;
             ra.ho = (int32_t)(ho1 << ea);
             rb.mult = mp[1];
-            rb.ls = (sb & ~k2m_asr(sb, 31)) + 1;
+            rb.ls = 1;
             rb.rs = eb + 1;
             rb.ho = (int32_t)(ho1 << eb);
             a0 = conv_clamp(conv_rq_apply(&ra, a0), lo, hi, out16, sat);
