@@ -110,7 +110,8 @@ static void conv2d_s8_core(const k2m_window *g, const k2m_quant_s8 *q,
  * ho = 2^e + output_offset * 2^rs:
  *   x = SMMULR(acc << ls, m);  y = (ho + 2x + (x >> 31)) >> rs.
  * conv_fast_rq_ok requires |acc << ls| < 2^30 and |ho| < 2^30, so nothing
- * overflows (|2x| <= 2^30).  Otherwise the kernel uses k2m_rq_apply. */
+ * overflows (|2x| <= 2^30), and (for now) shift <= 0 in every channel, so
+ * the block loop takes ls = 1.  Otherwise the kernel uses k2m_rq_apply. */
 typedef struct {
     int32_t mult, ls, rs, ho;
 } conv_rq;
