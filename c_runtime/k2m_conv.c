@@ -402,20 +402,16 @@ void mac_2x2(const int16_t *col, const int8_t *wa, const int8_t *wb,
         register int32_t x1 __asm__("r3");
         register int32_t x2 __asm__("r4");
         register int32_t x3 __asm__("r5");
-        int32_t w, wl = 0;
-        if (n & 1) {
-            __asm__ volatile(K2M_GROUP_ASM K2M_GROUP_OPS : : "memory");
-        }
-        if (n & 2) {
-            __asm__ volatile(K2M_GROUP_ASM K2M_GROUP_ASM K2M_GROUP_OPS
-                             : : "memory");
-        }
-        wl = n >> 2;
-        if (wl > 0) {
+        int32_t w, wl = n;
+        if (n > 0) {
             __asm__ volatile(
-                "mov    lr, %[wl]\n"
+                "adds   lr, %[wl], #1\n\t"
+                "lsrs   lr, lr, #1\n\t"   /* (n + 1) / 2 iterations */
+                "bcc    2f\n"             /* n odd: enter at the second group */
                 "1:\n\t"
-                K2M_GROUP_ASM K2M_GROUP_ASM K2M_GROUP_ASM K2M_GROUP_ASM
+                K2M_GROUP_ASM
+                "2:\n\t"
+                K2M_GROUP_ASM
                 "subs   lr, lr, #1\n\t"
                 "bne    1b\n\t"
                 K2M_GROUP_OPS
