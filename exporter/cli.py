@@ -59,7 +59,10 @@ def main(argv=None) -> int:
     if args.verify and not (args.verify_samples or args.calibration):
         parser().error("--verify needs inputs: pass --verify-samples FILE.npy (or --calibration)")
     quiet_frameworks()
+    from . import quantize
     from .errors import ExportError
+    if args.quiet:
+        quantize.PROGRESS = False
     from .export import export_model
     try:
         # Inspecting without writing needs no calibration: explain the float model.

@@ -19,6 +19,9 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
+import time
 
 import numpy as np
 
@@ -69,16 +72,33 @@ def activation_quant(lo: float, hi: float) -> Quant:
     return Quant(float(np.float32(scale)), zp)
 
 
+# Calibration progress on stderr once it takes over a second: None = when
+# stderr is a terminal or K2M_PROGRESS=1; False = never (the CLI's --quiet).
+PROGRESS = None
+
+
+def progress(done: int, total: int, started: float, shown: bool) -> bool:
+    on = PROGRESS if PROGRESS is not None else (
+        os.environ.get("K2M_PROGRESS", "") not in ("", "0") or sys.stderr.isatty())
+    if on and (shown or time.monotonic() - started > 1.0):
+        sys.stderr.write(f"\rcalibrating: {done}/{total} chunks" + ("\n" if done == total else ""))
+        sys.stderr.flush()
+        return True
+    return shown
+
+
 def calibrate(graph, samples) -> dict:
     """(min, max) of every tensor over the calibration samples."""
     samples = samples if isinstance(samples, (list, tuple)) else [samples]
     ranges: dict = {}
-    for start in range(0, len(samples[0]), CHUNK):
+    total, started, shown = -(-len(samples[0]) // CHUNK), time.monotonic(), False
+    for k, start in enumerate(range(0, len(samples[0]), CHUNK)):
         values = interpret.run(graph, [s[start:start + CHUNK] for s in samples])
         for name, v in values.items():
             lo, hi = float(v.min()), float(v.max())
             old = ranges.get(name, (lo, hi))
             ranges[name] = (min(old[0], lo), max(old[1], hi))
+        shown = progress(k + 1, total, started, shown)
     return ranges
 
 
