@@ -32,6 +32,9 @@ def parser() -> argparse.ArgumentParser:
                    help="print every layer's shapes, kernel layouts and MACs; "
                         "without -o nothing is written")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--report", metavar="FILE.html",
+                   help="also write the report as a self-contained HTML page with plots "
+                        "of the arena (RAM) and weight (flash) bytes per layer")
     p.add_argument("--verify", choices=["host", "qemu"],
                    help="after writing OUTDIR, run samples through the C model (built for this "
                         "machine, or for the Cortex-M4 and run on QEMU) and through Keras, and "
@@ -82,6 +85,12 @@ def main(argv=None) -> int:
                 data["verify"] = verified
             with open(args.json, "w", encoding="utf-8") as f:
                 json.dump(data, f, indent=2)
+        if args.report:
+            from . import report_html
+            try:
+                report_html.write(report, args.report)
+            except OSError as e:
+                raise ExportError(f"cannot write report '{args.report}': {e.strerror}") from None
     except ExportError as e:
         print(f"export-model: error: {e}", file=sys.stderr)
         return e.exit_code
