@@ -42,8 +42,20 @@ static inline int32_t k2m_rdbp(int32_t x, int32_t exponent)
     return (x >> exponent) + (remainder > threshold ? 1 : 0);
 }
 
+/* Requantized values are saturated to [-2^30, 2^30 - 1] so that adding an
+ * output offset (|offset| <= 2^15) can never overflow int32, which
+ * sanitized fuzzing found possible with a left shift and a multiplier near
+ * 2^31.  Every clamp a kernel applies afterwards (int8 or int16 range) lies
+ * far inside, so no output changes. */
+static inline int32_t k2m_sat30(int32_t x)
+{
+    const int32_t top = (int32_t)((1u << 30) - 1u);
+    return x > top ? top : (x < -top - 1 ? -top - 1 : x);
+}
+
 /* TFLite MultiplyByQuantizedMultiplier: acc * multiplier * 2^shift with the
- * multiplier a Q31 value in [2^30, 2^31) and shift > 0 meaning left. */
+ * multiplier a Q31 value in [2^30, 2^31) and shift > 0 meaning left, then
+ * k2m_sat30. */
 static inline int32_t k2m_requantize(int32_t acc, int32_t multiplier,
                                      int32_t shift)
 {
@@ -54,7 +66,7 @@ static inline int32_t k2m_requantize(int32_t acc, int32_t multiplier,
      * than license the optimiser to assume it away.  Real layers never get
      * there: a left shift means a multiplier > 1, i.e. small accumulators. */
     const int32_t scaled = (int32_t)((uint32_t)acc << left);
-    return k2m_rdbp(k2m_sat_rdhm(scaled, multiplier), right);
+    return k2m_sat30(k2m_rdbp(k2m_sat_rdhm(scaled, multiplier), right));
 }
 
 static inline int32_t k2m_clamp_s32(int32_t v, int32_t lo, int32_t hi)
@@ -159,8 +171,8 @@ static inline int32_t k2m_rq_apply(const k2m_rq *r, int32_t acc)
      * fits in int32 here (|scaled * multiplier| < 2^62). */
     x = (int32_t)(uint32_t)((uint64_t)y >> 31);
     /* k2m_rdbp(x, right) with the constants precomputed. */
-    return k2m_asr(x, r->right)
-        + ((x & r->mask) > r->half + (int32_t)((uint32_t)x >> 31) ? 1 : 0);
+    return k2m_sat30(k2m_asr(x, r->right)
+        + ((x & r->mask) > r->half + (int32_t)((uint32_t)x >> 31) ? 1 : 0));
 }
 
 /* ---- Cortex-M4 DSP helpers --------------------------------------------

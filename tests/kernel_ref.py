@@ -52,7 +52,8 @@ def requantize(acc, multiplier, shift):
                                     np.asarray(shift, np.int64))
     left = np.where(s > 0, s, 0)
     right = np.where(s > 0, 0, -s)
-    return rdbp(sat_rdhm(wrap_s32(acc << left), m), right)
+    # saturated to [-2^30, 2^30 - 1] like k2m_requantize (k2m_sat30)
+    return np.clip(rdbp(sat_rdhm(wrap_s32(acc << left), m), right), -(1 << 30), (1 << 30) - 1)
 
 
 # ---- sliding windows -----------------------------------------------------
