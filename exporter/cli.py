@@ -76,9 +76,11 @@ def main(argv=None) -> int:
             flash_kb=args.flash_kb, ram_kb=args.ram_kb)
         verified = None
         if args.verify:
-            from .verify import verify
-            verified = verify(args.output, args.model, args.verify_samples or args.calibration,
-                              where=args.verify)
+            from .verify import layer_metrics, verify
+            samples = args.verify_samples or args.calibration
+            verified = verify(args.output, args.model, samples, where=args.verify)
+            if report.dtype == "int8":  # where the int8 error comes from, layer by layer
+                verified["layers"] = layer_metrics(report, args.output, samples)
         if args.json:
             data = report.to_dict()
             if verified is not None:
@@ -113,6 +115,10 @@ def main(argv=None) -> int:
     if verified is not None:
         from .metrics import format_row
         print(format_row(f"C/{args.verify}", verified))
+        if verified.get("layers"):
+            from .verify import format_layers
+            print("per layer, C int8 vs the float model (error in each tensor's own steps):")
+            print(format_layers(verified["layers"]))
         if args.verify == "qemu":
             if verified["qemu_bit_exact"]:
                 print("QEMU Cortex-M4 outputs are bit-exact with the host build")

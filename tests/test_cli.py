@@ -171,9 +171,11 @@ def test_verify_host_prints_metrics(small_model, tmp_path):
                 cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "C/host" in r.stdout and "cosine" in r.stdout
+    assert "per layer" in r.stdout and "conv1d" in r.stdout
     import json
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["verify"]["top1_agreement"] >= 0.9 and data["verify"]["max_steps"] <= 3
+    assert [r["op"] for r in data["verify"]["layers"]] == ["conv2d", "dense"]
 
 
 def test_verify_qemu_from_the_installed_package(small_model, tmp_path):
