@@ -43,7 +43,27 @@ def main():
         got = c.predict(x_test)
         step = c.output_scale if dtype == "int8" else None
         print(format_row("C vs Keras", compare(got, ref, step)))
-        print(f"C accuracy {100 * np.mean(got.argmax(1) == y_test):.2f}%\n")
+        print(f"C accuracy {100 * np.mean(got.argmax(1) == y_test):.2f}%")
+        on_target(out, model_path, x_test[:50])
+        print()
+
+
+def on_target(out, model_path, x):
+    """The same folder built for the Cortex-M4 and run under QEMU, if the
+    ARM toolchain and QEMU are installed."""
+    import shutil
+    if not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")):
+        print("(Cortex-M4 run skipped: apt-get install gcc-arm-none-eabi "
+              "libnewlib-arm-none-eabi qemu-system-arm)")
+        return
+    from exporter.metrics import format_row
+    from exporter.verify import verify
+    m = verify(out, model_path, x, where="qemu")
+    if m["qemu_bit_exact"]:
+        same = "  bit-exact with the host build"
+    else:  # float: the M4's FPU fuses and rounds differently from the PC's
+        same = f"  max relative difference to the host build {m['qemu_max_rel']:.1e}"
+    print(format_row("M4 (QEMU)", m) + same)
 
 
 if __name__ == "__main__":
