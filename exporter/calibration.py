@@ -1,21 +1,69 @@
 """Reading and checking calibration samples (.npy or .npz)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .errors import ExportError
 
 
+def is_path(source) -> bool:
+    return isinstance(source, (str, bytes)) or hasattr(source, "__fspath__")
+
+
+def read_file(source, where: str):
+    """np.load with errors a user can act on (never pickles)."""
+    path = os.fsdecode(os.fspath(source))
+    if os.path.isdir(path):
+        raise ExportError(f"cannot read {where}: it is a directory; expected a .npy or .npz file")
+    if not os.path.exists(path):
+        raise ExportError(f"cannot read {where}: no such file")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as e:
+        why = ("it holds Python objects, which are never unpickled; save a numeric array"
+               if "allow_pickle" in str(e) else f"expected a .npy or .npz array "
+               f"({type(e).__name__})")
+        raise ExportError(f"cannot read {where}: {why}") from None
+
+
+def precheck(source, what: str = "calibration") -> None:
+    """Check a samples file before the (slow) model load: readable, numbers,
+    not empty, finite.  Its shape is checked by `load` against the model."""
+    if not is_path(source):
+        return
+    where = f"{what} file '{source}'"
+    data = read_file(source, where)
+    if isinstance(data, np.lib.npyio.NpzFile):
+        with data:
+            if not data.files:
+                raise ExportError(f"{where} holds no arrays")
+            for k in data.files:
+                check_values(data[k], f"{where} (array '{k}')")
+    else:
+        check_values(data, where)
+
+
+def check_values(data, where: str) -> None:
+    data = np.asarray(data)
+    if data.dtype.kind not in "fiub":
+        raise ExportError(f"{where} has dtype {data.dtype}; expected numbers")
+    if data.ndim == 0:
+        raise ExportError(f"{where} holds a single number; expected an array of samples, "
+                          f"shape (N,) + the model input")
+    if data.size == 0:
+        raise ExportError(f"{where} is empty; pass at least one sample")
+    if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
+        raise ExportError(f"{where} contains NaN or Inf values")
+
+
 def load(source, input_shape: tuple, what: str = "calibration") -> np.ndarray:
     """Samples (an array or a .npy/.npz path) as float32 of shape
     (N,) + input_shape, or a clear error naming `what` they are for."""
-    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+    if is_path(source):
         where = f"{what} file '{source}'"
-        try:
-            data = np.load(source, allow_pickle=False)
-        except Exception as e:
-            raise ExportError(f"cannot read {where}: expected a .npy or .npz array "
-                              f"({type(e).__name__})") from None
+        data = read_file(source, where)
         if isinstance(data, np.lib.npyio.NpzFile):
             keys = sorted(data.files)
             if not keys:
@@ -26,6 +74,9 @@ def load(source, input_shape: tuple, what: str = "calibration") -> np.ndarray:
     data = np.asarray(data)
     if data.dtype.kind not in "fiub":
         raise ExportError(f"{where} has dtype {data.dtype}; expected numbers")
+    if data.ndim == 0:
+        raise ExportError(f"{where} holds a single number; expected an array of samples, "
+                          f"shape (N,) + the model input {tuple(input_shape)}")
     size = int(np.prod(input_shape))
     if data.size == 0 or len(data) == 0:
         raise ExportError(f"{where} is empty; pass at least one sample of shape {input_shape}")
@@ -47,14 +98,14 @@ def load_all(source, input_shapes: list) -> list:
     input in the model's order."""
     if len(input_shapes) == 1:
         return [load(source, input_shapes[0])]
-    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
-        try:
-            with np.load(source, allow_pickle=False) as data:
-                arrays = [data[k] for k in data.files]
-        except Exception as e:
-            raise ExportError(f"cannot read calibration file '{source}': a model with "
-                              f"{len(input_shapes)} inputs needs a .npz with one array per "
-                              f"input ({type(e).__name__})") from None
+    if is_path(source):
+        data = read_file(source, f"calibration file '{source}'")
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ExportError(f"calibration file '{source}': a model with "
+                              f"{len(input_shapes)} inputs needs a .npz with one array "
+                              f"per input, in order")
+        with data:
+            arrays = [data[k] for k in data.files]
     else:
         arrays = list(source)
     if len(arrays) != len(input_shapes):
