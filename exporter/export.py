@@ -50,7 +50,7 @@ def lower(model_or_path, name: str | None = None):
         stem = path.stem
     else:
         model, stem = model_or_path, getattr(model_or_path, "name", "model")
-    prefix = check_prefix(name) if name else default_prefix(stem)
+    prefix = check_prefix(name) if name is not None else default_prefix(stem)
     graph, infos = keras_frontend.to_graph(model, prefix)
     optimise(graph)
     return graph, infos, prefix, stem
@@ -68,11 +68,33 @@ def export_model(model_or_path, out_dir=None, *, target: str = "cortex-m4",
         raise ExportError(f"unknown --target '{target}'; use one of {', '.join(TARGET_BUDGETS_KB)}")
     if dtype not in ("int8", "float32"):
         raise ExportError(f"unknown --dtype '{dtype}'; use int8 or float32")
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        if out_dir.exists() and not force and (not out_dir.is_dir() or any(out_dir.iterdir())):
-            raise ExportError(f"output folder '{out_dir}' already exists and is not empty; "
-                              f"pass --force to replace it")
+    for flag, value in (("--flash-kb", flash_kb), ("--ram-kb", ram_kb)):
+        if value is not None and value < 0:
+            raise ExportError(f"{flag} {value} is negative; give a budget in KB >= 0")
+    if name is not None:
+        check_prefix(name)  # bad usage: say so before the slow model load
+    if dtype == "int8" and calibration_data is not None:
+        calibration.precheck(calibration_data)
+    if out_dir is None:
+        return _export(model_or_path, None, None, target, dtype, calibration_data, name,
+                       flash_kb, ram_kb)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not force and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ExportError(f"output folder '{out_dir}' already exists and is not empty; "
+                          f"pass --force to replace it")
+    # The temporary folder is made first, so an unwritable destination is
+    # reported before the model is loaded; it is removed whatever happens.
+    tmp = make_temp_folder(out_dir)
+    try:
+        return _export(model_or_path, out_dir, tmp, target, dtype, calibration_data, name,
+                       flash_kb, ram_kb)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _export(model_or_path, out_dir, tmp, target, dtype, calibration_data, name,
+            flash_kb, ram_kb) -> Report:
     graph, infos, prefix, model_name = lower(model_or_path, name)
     default_flash, default_ram = TARGET_BUDGETS_KB[target]
     flash_kb = flash_kb if flash_kb is not None else default_flash
@@ -93,19 +115,26 @@ def export_model(model_or_path, out_dir=None, *, target: str = "cortex-m4",
     report.graph = graph
     check_budget(report, flash_kb, ram_kb)
     if out_dir is not None:
-        write_atomically(out_dir, lambda tmp: codegen.write(emission, tmp))
+        write_atomically(out_dir, lambda folder: codegen.write(emission, folder), tmp)
         report.out_dir = str(out_dir)
     return report
 
 
-def write_atomically(out_dir: Path, write) -> None:
-    """Build the folder beside its destination, then move it into place."""
+def make_temp_folder(out_dir: Path) -> Path:
+    """An empty folder beside `out_dir`, where the output is built."""
     parent = out_dir.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
+        return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
     except OSError as e:
-        raise ExportError(f"cannot write to '{parent}': {e.strerror}") from None
+        raise ExportError(f"cannot write output folder '{out_dir}' in '{parent}': "
+                          f"{e.strerror}") from None
+
+
+def write_atomically(out_dir: Path, write, tmp: Path | None = None) -> None:
+    """Build the folder beside its destination, then move it into place."""
+    if tmp is None:
+        tmp = make_temp_folder(out_dir)
     try:
         write(tmp)
         tmp.chmod(0o755)
