@@ -279,10 +279,14 @@ def prepare(graph, plan: Plan, prefix: str, model_name: str) -> dict:
     int8 = graph.dtype == "int8"
 
     def boundary(names):
-        return [{"index": k, "size": t.size, "shape": t.shape, "offset": plan.offsets[t.name],
-                 "scale": c_float(t.quant.scale) if int8 else "1.0f",
-                 "zero_point": t.quant.zero_point if int8 else 0}
-                for k, t in enumerate(graph.tensors[n] for n in names)]
+        rows = []
+        for k, t in enumerate(graph.tensors[n] for n in names):
+            q = graph.boundary_quant.get(t.name, t.quant)
+            rows.append({"index": k, "size": t.size, "shape": t.shape,
+                         "offset": plan.offsets[t.name],
+                         "scale": c_float(q.scale) if int8 else "1.0f",
+                         "zero_point": q.zero_point if int8 else 0})
+        return rows
     return {
         "p": prefix, "P": prefix.upper(), "model_name": model_name, "dtype": graph.dtype,
         "inputs": boundary(graph.inputs), "outputs": boundary(graph.outputs),

@@ -229,6 +229,8 @@ def run(graph, xs) -> dict:
     or a list with one array per model input."""
     xs = xs if isinstance(xs, (list, tuple)) else [xs]
     values = {name: np.asarray(x, dtype=np.float64) for name, x in zip(graph.inputs, xs)}
+    for name, (a, b) in graph.input_affine.items():  # folded into the input's int8
+        values[name] = a * values[name] + b
     x = xs[0]
     for node in graph.nodes:
         y = RUN[node.op](node, *[values[t] for t in node.inputs])

@@ -91,6 +91,10 @@ class Graph:
     inputs: list = field(default_factory=list)
     outputs: list = field(default_factory=list)
     dtype: str = "float32"
+    # What a model input's raw int8 means to the caller, where it differs
+    # from the tensor's own parameters (an input affine folded away).
+    boundary_quant: dict = field(default_factory=dict)
+    input_affine: dict = field(default_factory=dict)  # name -> (a, b) the caller's x goes through
 
     def add_tensor(self, name: str, shape) -> Tensor:
         base, k = name, 1

@@ -118,7 +118,33 @@ def quantize(graph, samples):
         extra = [graph.tensors[t] for t in node.inputs[1:]]
         node.attrs["int8"] = PARAMS.get(node.op, lambda *a: {})(node, tin, tout, *extra)
     graph.dtype = "int8"
+    fold_input_affine(graph)
     return ranges
+
+
+def fold_input_affine(graph) -> None:
+    """An input's scalar affine y = a·x + b (Rescaling, Normalization of one
+    value) costs nothing in int8 when b is a whole number of y's steps: the
+    int8 of y is the int8 of x under scale s/a and zero point zp + b/s, so
+    the node goes and only the input's boundary parameters change."""
+    for k, name in enumerate(graph.inputs):
+        readers = graph.consumers(name)
+        if len(readers) != 1 or not readers[0].attrs.get("affine"):
+            continue
+        node = readers[0]
+        a, b = node.weights["kernel"].ravel(), node.weights["bias"].ravel()
+        out = graph.tensors[node.outputs[0]]
+        if out.name in graph.outputs or np.ptp(a) or np.ptp(b) or a[0] <= 0:
+            continue
+        shift = float(b[0]) / out.quant.scale
+        zp = out.quant.zero_point + round(shift)
+        if abs(shift - round(shift)) > 1e-6 or not -128 <= zp <= 127:
+            continue
+        graph.nodes.remove(node)
+        del graph.tensors[name]
+        graph.inputs[k] = out.name
+        graph.boundary_quant[out.name] = Quant(float(np.float32(out.quant.scale / a[0])), zp)
+        graph.input_affine[out.name] = (float(a[0]), float(b[0]))
 
 
 def feeds_wide_reader(graph, node) -> bool:

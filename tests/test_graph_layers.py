@@ -185,3 +185,21 @@ def test_multiply_of_three(keras, tmp_path):
     inp = keras.Input((8,))
     a, b, c = L.Dense(4)(inp), L.Dense(4, activation="sigmoid")(inp), L.Dense(4)(inp)
     check(keras.Model(inp, L.Multiply()([a, b, c])), tmp_path, (8,))
+
+
+@pytest.mark.parametrize("offset", [0.0, -1.0])
+def test_input_rescaling_folds_into_input_quantization(keras, tmp_path, offset):
+    """Rescaling(1/255) right after the input costs no layer in int8: the
+    input's scale absorbs it (and a whole-step offset its zero point); a
+    fractional-step offset stays a layer.  Parity either way."""
+    L = keras.layers
+    m = keras.Sequential([keras.Input((6, 6, 3)), L.Rescaling(1 / 255.0, offset=offset),
+                          L.Conv2D(4, 3, bias_initializer="random_normal")])
+    from exporter import export_model
+    x = np.random.uniform(0, 255, size=(32, 6, 6, 3)).astype(np.float32)
+    report = export_model(m, tmp_path / "o", calibration_data=x)
+    ops = [n.op for n in report.graph.nodes]
+    text = (tmp_path / "o" / f"{report.prefix}.c").read_text()
+    if offset == 0.0:
+        assert ops == ["conv2d"] and "rescaling" not in text
+    check(m, tmp_path, (6, 6, 3))

@@ -28,7 +28,7 @@ def _as_depthwise(graph, node):
     node.op = "depthwise_conv2d"
     node.attrs = {"kernel": (1, 1), "strides": (1, 1), "dilation": (1, 1), "pad": (0, 0),
                   "padding": "valid", "clamp": (None, None), "in_hw": (1, positions),
-                  "out_hw": (1, positions)}
+                  "out_hw": (1, positions), "affine": True}
     node.weights = {"kernel": node.weights["scale"].reshape(1, 1, 1, ch),
                     "bias": node.weights["offset"]}
 
