@@ -73,6 +73,170 @@ static inline int32_t depthwise_requantize(int32_t acc, int32_t multiplier,
 #endif
 }
 
+#if K2M_DSP
+/* Channels [oc_from, out_c) of one output pixel: the generic loops, which
+ * take any window (border pixels included) and any depth multiplier. */
+static void depthwise_pixel(const k2m_window *g, const k2m_quant_s8 *q,
+                            const int8_t *input, const int8_t *weights,
+                            const int32_t *bias, int8_t *output, int32_t y0,
+                            int32_t ky0, int32_t ky1, int32_t ox, int32_t oc_from)
+{
+    const int32_t in_c = g->in_c, out_c = g->out_c, mult = out_c / in_c;
+    const int32_t blocked = mult == 1 ? out_c & ~3 : 0;
+    const int32_t x0 = ox * g->stride_w - g->pad_left;
+    int32_t oc, ky, kx, kx0, kx1, j;
+
+    k2m_tap_range(x0, g->in_w, g->k_w, g->dil_w, &kx0, &kx1);
+    for (oc = oc_from; oc < blocked; oc += 4) {
+        int32_t acc[4];
+        for (j = 0; j < 4; ++j) {
+            acc[j] = bias ? bias[oc + j] : 0;
+        }
+        depthwise_mult1_block4(g, q->input_offset, input, weights, y0, x0,
+                               ky0, ky1, kx0, kx1, oc, acc);
+        for (j = 0; j < 4; ++j) {
+            const int32_t v = depthwise_requantize(acc[j], q->multiplier[oc + j],
+                                                   q->shift[oc + j]) + q->output_offset;
+            output[oc + j] = (int8_t)k2m_clamp_s32(v, q->act_min, q->act_max);
+        }
+    }
+    for (oc = oc_from > blocked ? oc_from : blocked; oc < out_c; ++oc) {
+        const int8_t *in_c0 = input + oc / mult;
+        int32_t acc = bias ? bias[oc] : 0;
+        for (ky = ky0; ky < ky1; ++ky) {
+            const int32_t iy = y0 + ky * g->dil_h;
+            const int8_t *w_row = weights + (ky * g->k_w) * out_c + oc;
+            for (kx = kx0; kx < kx1; ++kx) {
+                const int32_t ix = x0 + kx * g->dil_w;
+                const int32_t v = in_c0[(iy * g->in_w + ix) * in_c] + q->input_offset;
+                acc += v * w_row[kx * out_c];
+            }
+        }
+        acc = depthwise_requantize(acc, q->multiplier[oc], q->shift[oc]) + q->output_offset;
+        output[oc] = (int8_t)k2m_clamp_s32(acc, q->act_min, q->act_max);
+    }
+}
+
+/* Interior fast path (DSP, depth multiplier 1): output pixels ox in
+ * [ox_lo, ox_hi) of one row whose whole window lies inside the input.  For
+ * each block of 4 channels the requantization constants are set up once,
+ * then each pixel walks its k_h x k_w taps with fixed pointer strides (no
+ * per-tap range logic).  Same int32 sums and the same k2m_rq_apply as the
+ * generic DSP path, so the outputs are bit-identical. */
+static void depthwise_interior_row(const k2m_window *g, const k2m_quant_s8 *q,
+                                   const int8_t *input, const int8_t *weights,
+                                   const int32_t *bias, int8_t *out_row, int32_t y0,
+                                   int32_t ox_lo, int32_t ox_hi, int32_t blocked)
+{
+    const int32_t ch = g->in_c, k_h = g->k_h, k_w = g->k_w;
+    const int32_t tap_step = g->dil_w * ch;
+    const int32_t row_step = g->dil_h * g->in_w * ch - k_w * tap_step;
+    const int32_t px_step = g->stride_w * ch;
+    const int32_t out_off = q->output_offset, lo = q->act_min, hi = q->act_max;
+    const int32_t off2 = (int32_t)(((uint32_t)q->input_offset & 0xFFFFu)
+                                   | ((uint32_t)q->input_offset << 16));
+    int32_t oc, ox, j;
+
+    for (oc = 0; oc < blocked; oc += 4) {
+        k2m_rq rq[4];
+        int32_t b[4];
+        const int8_t *ip0 = input + ((int32_t)y0 * g->in_w
+                                     + ox_lo * g->stride_w - g->pad_left) * ch + oc;
+        int8_t *op = out_row + ox_lo * g->out_c + oc;
+
+        for (j = 0; j < 4; ++j) {
+            k2m_rq_init(&rq[j], q->multiplier[oc + j], q->shift[oc + j]);
+            b[j] = bias ? bias[oc + j] : 0;
+        }
+        for (ox = ox_lo; ox < ox_hi; ++ox, ip0 += px_step, op += g->out_c) {
+            int32_t a0 = b[0], a1 = b[1], a2 = b[2], a3 = b[3];
+            const int8_t *ip = ip0;
+            const int8_t *wp = weights + oc;
+            int32_t ky, kx;
+
+#define K2M_DW_TAP(IP, WP)                                                  \
+            do {                                                            \
+                const int32_t in32 = k2m_ld32(IP), w32 = k2m_ld32(WP);      \
+                const int32_t in02 = __sxtab16(off2, in32);                 \
+                const int32_t in13 = k2m_sxtab16_ror8(off2, in32);          \
+                const int32_t w02 = __sxtb16(w32), w13 = k2m_sxtb16_ror8(w32); \
+                a0 = __smlabb(in02, w02, a0);                               \
+                a2 = __smlatt(in02, w02, a2);                               \
+                a1 = __smlabb(in13, w13, a1);                               \
+                a3 = __smlatt(in13, w13, a3);                               \
+            } while (0)
+            if (k_w == 3) {
+                /* 3 taps a row unrolled: two loads with register offsets. */
+                const int32_t tap2 = 2 * tap_step, row3 = row_step + 3 * tap_step;
+                for (ky = 0; ky < k_h; ++ky, ip += row3, wp += 3 * ch) {
+                    K2M_DW_TAP(ip, wp);
+                    K2M_DW_TAP(ip + tap_step, wp + ch);
+                    K2M_DW_TAP(ip + tap2, wp + 2 * ch);
+                }
+            } else {
+                for (ky = 0; ky < k_h; ++ky, ip += row_step) {
+                    for (kx = 0; kx < k_w; ++kx, ip += tap_step, wp += ch) {
+                        K2M_DW_TAP(ip, wp);
+                    }
+                }
+            }
+#undef K2M_DW_TAP
+            op[0] = (int8_t)k2m_clamp_s32(k2m_rq_apply(&rq[0], a0) + out_off, lo, hi);
+            op[1] = (int8_t)k2m_clamp_s32(k2m_rq_apply(&rq[1], a1) + out_off, lo, hi);
+            op[2] = (int8_t)k2m_clamp_s32(k2m_rq_apply(&rq[2], a2) + out_off, lo, hi);
+            op[3] = (int8_t)k2m_clamp_s32(k2m_rq_apply(&rq[3], a3) + out_off, lo, hi);
+        }
+    }
+}
+
+void k2m_depthwise_conv2d_s8(const k2m_window *g, const k2m_quant_s8 *q,
+                             const int8_t *input, const int8_t *weights,
+                             const int32_t *bias, int8_t *output)
+{
+    const int32_t out_c = g->out_c;
+    int32_t oy, ox, ky0, ky1;
+    int32_t ox_lo = 0, ox_hi = 0;   /* interior output columns (DSP path) */
+    const int32_t blocked = out_c == g->in_c ? out_c & ~3 : 0;
+
+    if (blocked > 0) {
+        int32_t kx0, kx1;
+        ox_lo = g->out_w;
+        for (ox = 0; ox < g->out_w; ++ox) {
+            k2m_tap_range(ox * g->stride_w - g->pad_left, g->in_w, g->k_w, g->dil_w,
+                          &kx0, &kx1);
+            if (kx0 == 0 && kx1 == g->k_w) {
+                if (ox < ox_lo) {
+                    ox_lo = ox;
+                }
+                ox_hi = ox + 1;
+            }
+        }
+        if (ox_hi <= ox_lo) {
+            ox_lo = ox_hi = 0;
+        }
+    }
+
+    for (oy = 0; oy < g->out_h; ++oy) {
+        const int32_t y0 = oy * g->stride_h - g->pad_top;
+        int8_t *out_row = output + oy * g->out_w * out_c;
+        int32_t lo = 0, hi = 0;
+        k2m_tap_range(y0, g->in_h, g->k_h, g->dil_h, &ky0, &ky1);
+        if (ky0 == 0 && ky1 == g->k_h && ox_hi > ox_lo) {
+            lo = ox_lo;
+            hi = ox_hi;
+            depthwise_interior_row(g, q, input, weights, bias, out_row, y0, lo, hi,
+                                   blocked);
+        }
+        for (ox = 0; ox < g->out_w; ++ox) {
+            /* Interior pixels have their 4-channel blocks done already. */
+            const int32_t from = ox >= lo && ox < hi ? (out_c & ~3) : 0;
+            depthwise_pixel(g, q, input, weights, bias, out_row + ox * out_c, y0,
+                            ky0, ky1, ox, from);
+        }
+    }
+}
+#else /* portable reference */
+
 void k2m_depthwise_conv2d_s8(const k2m_window *g, const k2m_quant_s8 *q,
                              const int8_t *input, const int8_t *weights,
                              const int32_t *bias, int8_t *output)
@@ -118,6 +282,7 @@ void k2m_depthwise_conv2d_s8(const k2m_window *g, const k2m_quant_s8 *q,
         }
     }
 }
+#endif
 
 void k2m_depthwise_conv2d_f32(const k2m_window *g, float act_min, float act_max,
                               const float *input, const float *weights,
