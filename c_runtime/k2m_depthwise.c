@@ -117,21 +117,23 @@ static void depthwise_pixel(const k2m_window *g, const k2m_quant_s8 *q,
     }
 }
 
-/* Interior fast path (DSP, depth multiplier 1): output pixels ox in
- * [ox_lo, ox_hi) of one row whose whole window lies inside the input.  For
+/* Interior fast path (DSP, depth multiplier 1): the output pixels
+ * [oy_lo, oy_hi) x [ox_lo, ox_hi), whose whole window lies inside the input.  For
  * each block of 4 channels the requantization constants are set up once,
  * then each pixel walks its k_h x k_w taps with fixed pointer strides (no
  * per-tap range logic).  Same int32 sums and the same k2m_rq_apply as the
  * generic DSP path, so the outputs are bit-identical. */
-static void depthwise_interior_row(const k2m_window *g, const k2m_quant_s8 *q,
+static void depthwise_interior(const k2m_window *g, const k2m_quant_s8 *q,
                                    const int8_t *input, const int8_t *weights,
-                                   const int32_t *bias, int8_t *out_row, int32_t y0,
+                                   const int32_t *bias, int8_t *output,
+                                   int32_t oy_lo, int32_t oy_hi,
                                    int32_t ox_lo, int32_t ox_hi, int32_t blocked)
 {
     const int32_t ch = g->in_c, k_h = g->k_h, k_w = g->k_w;
     const int32_t tap_step = g->dil_w * ch;
     const int32_t row_step = g->dil_h * g->in_w * ch - k_w * tap_step;
     const int32_t px_step = g->stride_w * ch;
+    const int32_t row2 = row_step + tap_step;   /* last tap of a row to the next row */
     const int32_t out_off = q->output_offset, lo = q->act_min, hi = q->act_max;
     const int32_t off2 = (int32_t)(((uint32_t)q->input_offset & 0xFFFFu)
                                    | ((uint32_t)q->input_offset << 16));
@@ -139,15 +141,32 @@ static void depthwise_interior_row(const k2m_window *g, const k2m_quant_s8 *q,
 
     for (oc = 0; oc < blocked; oc += 4) {
         k2m_rq rq[4];
-        int32_t b[4];
-        const int8_t *ip0 = input + ((int32_t)y0 * g->in_w
-                                     + ox_lo * g->stride_w - g->pad_left) * ch + oc;
-        int8_t *op = out_row + ox_lo * g->out_c + oc;
+        int32_t b[4], e[4] = {0, 0, 0, 0};
+        int32_t oy;
 
         for (j = 0; j < 4; ++j) {
             k2m_rq_init(&rq[j], q->multiplier[oc + j], q->shift[oc + j]);
             b[j] = bias ? bias[oc + j] : 0;
         }
+        if (k_h == 3 && k_w == 3) {
+            /* sum (x + off) * w == sum x * w + off * sum w, exact mod 2^32
+             * like the SMLA chain itself. */
+            int32_t s02 = 0, s13 = 0, t;
+            for (t = 0; t < 9; ++t) {
+                /* per-lane sums of 9 int8 values: no 16-bit overflow */
+                const int32_t w32 = k2m_ld32(weights + t * ch + oc);
+                s02 = __sxtab16(s02, w32);
+                s13 = k2m_sxtab16_ror8(s13, w32);
+            }
+            e[0] = (int32_t)((uint32_t)b[0] + (uint32_t)(int16_t)(s02 & 0xFFFF) * (uint32_t)q->input_offset);
+            e[1] = (int32_t)((uint32_t)b[1] + (uint32_t)(int16_t)(s13 & 0xFFFF) * (uint32_t)q->input_offset);
+            e[2] = (int32_t)((uint32_t)b[2] + (uint32_t)k2m_asr(s02, 16) * (uint32_t)q->input_offset);
+            e[3] = (int32_t)((uint32_t)b[3] + (uint32_t)k2m_asr(s13, 16) * (uint32_t)q->input_offset);
+        }
+        for (oy = oy_lo; oy < oy_hi; ++oy) {
+        const int8_t *ip0 = input + ((oy * g->stride_h - g->pad_top) * g->in_w
+                                     + ox_lo * g->stride_w - g->pad_left) * ch + oc;
+        int8_t *op = output + (oy * g->out_w + ox_lo) * g->out_c + oc;
         for (ox = ox_lo; ox < ox_hi; ++ox, ip0 += px_step, op += g->out_c) {
             int32_t a0 = b[0], a1 = b[1], a2 = b[2], a3 = b[3];
             const int8_t *ip = ip0;
@@ -165,14 +184,32 @@ static void depthwise_interior_row(const k2m_window *g, const k2m_quant_s8 *q,
                 a1 = __smlabb(in13, w13, a1);                               \
                 a3 = __smlatt(in13, w13, a3);                               \
             } while (0)
-            if (k_w == 3) {
-                /* 3 taps a row unrolled: two loads with register offsets. */
-                const int32_t tap2 = 2 * tap_step, row3 = row_step + 3 * tap_step;
-                for (ky = 0; ky < k_h; ++ky, ip += row3, wp += 3 * ch) {
-                    K2M_DW_TAP(ip, wp);
-                    K2M_DW_TAP(ip + tap_step, wp + ch);
-                    K2M_DW_TAP(ip + tap2, wp + 2 * ch);
-                }
+            if (k_h == 3 && k_w == 3) {
+                /* Input offset folded into e[] (all taps valid), so the
+                 * 9 taps are fully unrolled with a walking input pointer. */
+                const int8_t *wq = wp;
+                a0 = e[0]; a1 = e[1]; a2 = e[2]; a3 = e[3];
+#define K2M_DW_TAP0(IP, WP)                                                 \
+                do {                                                        \
+                    const int32_t in32 = k2m_ld32(IP), w32 = k2m_ld32(WP);  \
+                    const int32_t in02 = __sxtb16(in32);                    \
+                    const int32_t in13 = k2m_sxtb16_ror8(in32);             \
+                    const int32_t w02 = __sxtb16(w32), w13 = k2m_sxtb16_ror8(w32); \
+                    a0 = __smlabb(in02, w02, a0);                           \
+                    a2 = __smlatt(in02, w02, a2);                           \
+                    a1 = __smlabb(in13, w13, a1);                           \
+                    a3 = __smlatt(in13, w13, a3);                           \
+                } while (0)
+                K2M_DW_TAP0(ip, wq); ip += tap_step; wq += ch;
+                K2M_DW_TAP0(ip, wq); ip += tap_step; wq += ch;
+                K2M_DW_TAP0(ip, wq); ip += row2; wq += ch;
+                K2M_DW_TAP0(ip, wq); ip += tap_step; wq += ch;
+                K2M_DW_TAP0(ip, wq); ip += tap_step; wq += ch;
+                K2M_DW_TAP0(ip, wq); ip += row2; wq += ch;
+                K2M_DW_TAP0(ip, wq); ip += tap_step; wq += ch;
+                K2M_DW_TAP0(ip, wq); ip += tap_step; wq += ch;
+                K2M_DW_TAP0(ip, wq);
+#undef K2M_DW_TAP0
             } else {
                 for (ky = 0; ky < k_h; ++ky, ip += row_step) {
                     for (kx = 0; kx < k_w; ++kx, ip += tap_step, wp += ch) {
@@ -186,6 +223,7 @@ static void depthwise_interior_row(const k2m_window *g, const k2m_quant_s8 *q,
             op[2] = (int8_t)k2m_clamp_s32(k2m_rq_apply(&rq[2], a2) + out_off, lo, hi);
             op[3] = (int8_t)k2m_clamp_s32(k2m_rq_apply(&rq[3], a3) + out_off, lo, hi);
         }
+        }
     }
 }
 
@@ -195,46 +233,51 @@ void k2m_depthwise_conv2d_s8(const k2m_window *g, const k2m_quant_s8 *q,
 {
     const int32_t out_c = g->out_c;
     int32_t oy, ox, ky0, ky1;
-    int32_t ox_lo = 0, ox_hi = 0;   /* interior output columns (DSP path) */
+    int32_t ox_lo = 0, ox_hi = 0, oy_lo = 0, oy_hi = 0;   /* interior outputs */
     const int32_t blocked = out_c == g->in_c ? out_c & ~3 : 0;
 
     if (blocked > 0) {
-        int32_t kx0, kx1;
+        int32_t k0, k1;
         ox_lo = g->out_w;
         for (ox = 0; ox < g->out_w; ++ox) {
             k2m_tap_range(ox * g->stride_w - g->pad_left, g->in_w, g->k_w, g->dil_w,
-                          &kx0, &kx1);
-            if (kx0 == 0 && kx1 == g->k_w) {
-                if (ox < ox_lo) {
-                    ox_lo = ox;
-                }
+                          &k0, &k1);
+            if (k0 == 0 && k1 == g->k_w) {
+                ox_lo = ox < ox_lo ? ox : ox_lo;
                 ox_hi = ox + 1;
             }
         }
-        if (ox_hi <= ox_lo) {
-            ox_lo = ox_hi = 0;
+        oy_lo = g->out_h;
+        for (oy = 0; oy < g->out_h; ++oy) {
+            k2m_tap_range(oy * g->stride_h - g->pad_top, g->in_h, g->k_h, g->dil_h,
+                          &k0, &k1);
+            if (k0 == 0 && k1 == g->k_h) {
+                oy_lo = oy < oy_lo ? oy : oy_lo;
+                oy_hi = oy + 1;
+            }
+        }
+        if (ox_hi <= ox_lo || oy_hi <= oy_lo) {
+            ox_lo = ox_hi = oy_lo = oy_hi = 0;
+        } else {
+            depthwise_interior(g, q, input, weights, bias, output, oy_lo, oy_hi,
+                               ox_lo, ox_hi, blocked);
         }
     }
 
     for (oy = 0; oy < g->out_h; ++oy) {
         const int32_t y0 = oy * g->stride_h - g->pad_top;
         int8_t *out_row = output + oy * g->out_w * out_c;
-        int32_t lo = 0, hi = 0;
+        const int32_t in_y = oy >= oy_lo && oy < oy_hi;
         k2m_tap_range(y0, g->in_h, g->k_h, g->dil_h, &ky0, &ky1);
-        if (ky0 == 0 && ky1 == g->k_h && ox_hi > ox_lo) {
-            lo = ox_lo;
-            hi = ox_hi;
-            depthwise_interior_row(g, q, input, weights, bias, out_row, y0, lo, hi,
-                                   blocked);
-        }
         for (ox = 0; ox < g->out_w; ++ox) {
             /* Interior pixels have their 4-channel blocks done already. */
-            const int32_t from = ox >= lo && ox < hi ? (out_c & ~3) : 0;
+            const int32_t from = in_y && ox >= ox_lo && ox < ox_hi ? blocked : 0;
             depthwise_pixel(g, q, input, weights, bias, out_row + ox * out_c, y0,
                             ky0, ky1, ox, from);
         }
     }
 }
+
 #else /* portable reference */
 
 void k2m_depthwise_conv2d_s8(const k2m_window *g, const k2m_quant_s8 *q,
