@@ -74,6 +74,22 @@ static inline int32_t depthwise_requantize(int32_t acc, int32_t multiplier,
 }
 
 #if K2M_DSP
+/* k2m_rq_apply without its final k2m_sat30, for a channel whose multiplier
+ * is not INT32_MIN.  When [act_min - out_off, act_max - out_off] lies inside
+ * sat30's range [-2^30, 2^30 - 1] (any int8 layer), then
+ *   clamp(sat30(v) + out_off, act_min, act_max)
+ *     == clamp(v, act_min - out_off, act_max - out_off) + out_off,
+ * so the interior path clamps once instead of saturating and clamping. */
+static inline int32_t depthwise_rq_nosat(const k2m_rq *r, int32_t acc)
+{
+    const int32_t scaled = (int32_t)((uint32_t)acc << r->left);
+    const int64_t y = (int64_t)scaled * (int64_t)r->multiplier + ((int64_t)1 << 30);
+    const int32_t x = (int32_t)(uint32_t)((uint64_t)y >> 31);
+
+    return k2m_asr(x, r->right)
+        + ((x & r->mask) > r->half + (int32_t)((uint32_t)x >> 31) ? 1 : 0);
+}
+
 /* Channels [oc_from, out_c) of one output pixel: the generic loops, which
  * take any window (border pixels included) and any depth multiplier. */
 static void depthwise_pixel(const k2m_window *g, const k2m_quant_s8 *q,
@@ -137,15 +153,22 @@ static void depthwise_interior(const k2m_window *g, const k2m_quant_s8 *q,
     const int32_t out_off = q->output_offset, lo = q->act_min, hi = q->act_max;
     const int32_t off2 = (int32_t)(((uint32_t)q->input_offset & 0xFFFFu)
                                    | ((uint32_t)q->input_offset << 16));
+    /* See depthwise_rq_nosat: clamp bounds relative to the output offset. */
+    const int64_t lo64 = (int64_t)lo - out_off, hi64 = (int64_t)hi - out_off;
+    const int range_ok = lo <= hi && lo64 >= -((int64_t)1 << 30)
+                         && hi64 <= ((int64_t)1 << 30) - 1;
+    const int32_t lo2 = range_ok ? (int32_t)lo64 : 0, hi2 = range_ok ? (int32_t)hi64 : 0;
     int32_t oc, ox, j;
 
     for (oc = 0; oc < blocked; oc += 4) {
         k2m_rq rq[4];
+        int fast = range_ok;
         int32_t b[4], e[4] = {0, 0, 0, 0};
         int32_t oy;
 
         for (j = 0; j < 4; ++j) {
             k2m_rq_init(&rq[j], q->multiplier[oc + j], q->shift[oc + j]);
+            fast = fast && q->multiplier[oc + j] != INT32_MIN;
             b[j] = bias ? bias[oc + j] : 0;
         }
         if (k_h == 3 && k_w == 3) {
@@ -218,10 +241,17 @@ static void depthwise_interior(const k2m_window *g, const k2m_quant_s8 *q,
                 }
             }
 #undef K2M_DW_TAP
-            op[0] = (int8_t)k2m_clamp_s32(k2m_rq_apply(&rq[0], a0) + out_off, lo, hi);
-            op[1] = (int8_t)k2m_clamp_s32(k2m_rq_apply(&rq[1], a1) + out_off, lo, hi);
-            op[2] = (int8_t)k2m_clamp_s32(k2m_rq_apply(&rq[2], a2) + out_off, lo, hi);
-            op[3] = (int8_t)k2m_clamp_s32(k2m_rq_apply(&rq[3], a3) + out_off, lo, hi);
+            if (fast) {
+                op[0] = (int8_t)(k2m_clamp_s32(depthwise_rq_nosat(&rq[0], a0), lo2, hi2) + out_off);
+                op[1] = (int8_t)(k2m_clamp_s32(depthwise_rq_nosat(&rq[1], a1), lo2, hi2) + out_off);
+                op[2] = (int8_t)(k2m_clamp_s32(depthwise_rq_nosat(&rq[2], a2), lo2, hi2) + out_off);
+                op[3] = (int8_t)(k2m_clamp_s32(depthwise_rq_nosat(&rq[3], a3), lo2, hi2) + out_off);
+            } else {
+                op[0] = (int8_t)k2m_clamp_s32(k2m_rq_apply(&rq[0], a0) + out_off, lo, hi);
+                op[1] = (int8_t)k2m_clamp_s32(k2m_rq_apply(&rq[1], a1) + out_off, lo, hi);
+                op[2] = (int8_t)k2m_clamp_s32(k2m_rq_apply(&rq[2], a2) + out_off, lo, hi);
+                op[3] = (int8_t)k2m_clamp_s32(k2m_rq_apply(&rq[3], a3) + out_off, lo, hi);
+            }
         }
         }
     }
