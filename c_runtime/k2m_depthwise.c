@@ -163,7 +163,7 @@ static void depthwise_interior(const k2m_window *g, const k2m_quant_s8 *q,
     for (oc = 0; oc < blocked; oc += 4) {
         k2m_rq rq[4];
         int fast = range_ok;
-        int32_t b[4], e[4] = {0, 0, 0, 0};
+        int32_t b[4], e[4] = {0, 0, 0, 0}, wx[18];
         int32_t oy;
 
         for (j = 0; j < 4; ++j) {
@@ -180,6 +180,9 @@ static void depthwise_interior(const k2m_window *g, const k2m_quant_s8 *q,
                 const int32_t w32 = k2m_ld32(weights + t * ch + oc);
                 s02 = __sxtab16(s02, w32);
                 s13 = k2m_sxtab16_ror8(s13, w32);
+                /* the block's 9 taps widened once, for all its pixels */
+                wx[2 * t] = __sxtb16(w32);
+                wx[2 * t + 1] = k2m_sxtb16_ror8(w32);
             }
             e[0] = (int32_t)((uint32_t)b[0] + (uint32_t)(int16_t)(s02 & 0xFFFF) * (uint32_t)q->input_offset);
             e[1] = (int32_t)((uint32_t)b[1] + (uint32_t)(int16_t)(s13 & 0xFFFF) * (uint32_t)q->input_offset);
@@ -208,30 +211,30 @@ static void depthwise_interior(const k2m_window *g, const k2m_quant_s8 *q,
                 a3 = __smlatt(in13, w13, a3);                               \
             } while (0)
             if (k_h == 3 && k_w == 3) {
-                /* Input offset folded into e[] (all taps valid), so the
-                 * 9 taps are fully unrolled with a walking input pointer. */
-                const int8_t *wq = wp;
+                /* Input offset folded into e[] (all taps valid), weights
+                 * pre-widened in wx[], the 9 taps fully unrolled with a
+                 * walking input pointer: 9 instructions a tap. */
                 a0 = e[0]; a1 = e[1]; a2 = e[2]; a3 = e[3];
-#define K2M_DW_TAP0(IP, WP)                                                 \
+#define K2M_DW_TAP0(IP, T)                                                  \
                 do {                                                        \
-                    const int32_t in32 = k2m_ld32(IP), w32 = k2m_ld32(WP);  \
+                    const int32_t in32 = k2m_ld32(IP);                      \
                     const int32_t in02 = __sxtb16(in32);                    \
                     const int32_t in13 = k2m_sxtb16_ror8(in32);             \
-                    const int32_t w02 = __sxtb16(w32), w13 = k2m_sxtb16_ror8(w32); \
+                    const int32_t w02 = wx[2 * (T)], w13 = wx[2 * (T) + 1]; \
                     a0 = __smlabb(in02, w02, a0);                           \
                     a2 = __smlatt(in02, w02, a2);                           \
                     a1 = __smlabb(in13, w13, a1);                           \
                     a3 = __smlatt(in13, w13, a3);                           \
                 } while (0)
-                K2M_DW_TAP0(ip, wq); ip += tap_step; wq += ch;
-                K2M_DW_TAP0(ip, wq); ip += tap_step; wq += ch;
-                K2M_DW_TAP0(ip, wq); ip += row2; wq += ch;
-                K2M_DW_TAP0(ip, wq); ip += tap_step; wq += ch;
-                K2M_DW_TAP0(ip, wq); ip += tap_step; wq += ch;
-                K2M_DW_TAP0(ip, wq); ip += row2; wq += ch;
-                K2M_DW_TAP0(ip, wq); ip += tap_step; wq += ch;
-                K2M_DW_TAP0(ip, wq); ip += tap_step; wq += ch;
-                K2M_DW_TAP0(ip, wq);
+                K2M_DW_TAP0(ip, 0); ip += tap_step;
+                K2M_DW_TAP0(ip, 1); ip += tap_step;
+                K2M_DW_TAP0(ip, 2); ip += row2;
+                K2M_DW_TAP0(ip, 3); ip += tap_step;
+                K2M_DW_TAP0(ip, 4); ip += tap_step;
+                K2M_DW_TAP0(ip, 5); ip += row2;
+                K2M_DW_TAP0(ip, 6); ip += tap_step;
+                K2M_DW_TAP0(ip, 7); ip += tap_step;
+                K2M_DW_TAP0(ip, 8);
 #undef K2M_DW_TAP0
             } else {
                 for (ky = 0; ky < k_h; ++ky, ip += row_step) {
