@@ -158,6 +158,11 @@ static void depthwise_interior(const k2m_window *g, const k2m_quant_s8 *q,
     const int range_ok = lo <= hi && lo64 >= -((int64_t)1 << 30)
                          && hi64 <= ((int64_t)1 << 30) - 1;
     const int32_t lo2 = range_ok ? (int32_t)lo64 : 0, hi2 = range_ok ? (int32_t)hi64 : 0;
+    /* The full int8 range with |out_off| <= 2^15 - 129, so that
+     * [lo2, hi2] lies inside int16: then clamp(v, lo2, hi2) + out_off ==
+     * SSAT8(SSAT16(v) + out_off), three instructions. */
+    const int full8 = range_ok && lo == -128 && hi == 127
+                      && out_off >= -32767 + 128 && out_off <= 32767 - 128;
     int32_t oc, ox, j;
 
     for (oc = 0; oc < blocked; oc += 4) {
@@ -244,7 +249,12 @@ static void depthwise_interior(const k2m_window *g, const k2m_quant_s8 *q,
                 }
             }
 #undef K2M_DW_TAP
-            if (fast) {
+            if (fast && full8) {
+                op[0] = (int8_t)__ssat(__ssat(depthwise_rq_nosat(&rq[0], a0), 16) + out_off, 8);
+                op[1] = (int8_t)__ssat(__ssat(depthwise_rq_nosat(&rq[1], a1), 16) + out_off, 8);
+                op[2] = (int8_t)__ssat(__ssat(depthwise_rq_nosat(&rq[2], a2), 16) + out_off, 8);
+                op[3] = (int8_t)__ssat(__ssat(depthwise_rq_nosat(&rq[3], a3), 16) + out_off, 8);
+            } else if (fast) {
                 op[0] = (int8_t)(k2m_clamp_s32(depthwise_rq_nosat(&rq[0], a0), lo2, hi2) + out_off);
                 op[1] = (int8_t)(k2m_clamp_s32(depthwise_rq_nosat(&rq[1], a1), lo2, hi2) + out_off);
                 op[2] = (int8_t)(k2m_clamp_s32(depthwise_rq_nosat(&rq[2], a2), lo2, hi2) + out_off);
