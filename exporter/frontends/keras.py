@@ -31,6 +31,10 @@ ELEMENTWISE = {
 }
 
 
+def with_bias(weights: dict, bias) -> dict:
+    return weights if bias is None else {**weights, "bias": bias}
+
+
 def handles(*classes):
     def register(fn):
         for cls in classes:
@@ -76,6 +80,16 @@ class LayerContext:
         arrays = [np.asarray(w, dtype=np.float32) for w in self.layer.get_weights()]
         validate.check_finite(self.name, self.cls, arrays)
         return arrays
+
+    def kernel_and_bias(self):
+        """The layer's kernel and its bias (None with use_bias=False)."""
+        ws = self.weights()
+        return ws[0], (ws[1] if self.config.get("use_bias", True) else None)
+
+    def add_then_activation(self, op, inputs, out_shape, attrs, weights, func):
+        """The op, then the activation= it could not fuse (if any)."""
+        t = self.add(op, inputs, out_shape, attrs, weights)
+        return self.add_activation(func, t) if func else t
 
     def unsupported(self, why: str):
         raise UnsupportedModelError(f"layer '{self.name}' ({self.cls}): {why}")

@@ -7,7 +7,7 @@ import numpy as np
 from .. import validate
 from . import movement
 from .geometry import as_pair, window3d, window_attrs
-from .keras import CLAMPS, LayerContext, handles
+from .keras import CLAMPS, LayerContext, handles, with_bias
 
 
 def _conv(ctx: LayerContext, one_d: bool):
@@ -15,8 +15,7 @@ def _conv(ctx: LayerContext, one_d: bool):
     ctx.channels_last()
     if c.get("groups", 1) != 1:
         ctx.unsupported("grouped convolution (groups > 1) is not supported yet")
-    ws = ctx.weights()
-    kernel, bias = ws[0], (ws[1] if c["use_bias"] else None)
+    kernel, bias = ctx.kernel_and_bias()
     k, strides, dil = as_pair(c["kernel_size"]), as_pair(c["strides"]), as_pair(c["dilation_rate"])
     if one_d:
         steps, cin = ctx.in_shape
@@ -34,17 +33,14 @@ def _conv(ctx: LayerContext, one_d: bool):
     out_shape = (ow, cout) if one_d else (oh, ow, cout)
     clamp, func = ctx.activation(c["activation"])
     attrs.update(clamp=clamp, in_hw=in_hw, out_hw=(oh, ow))
-    weights = {"kernel": np.ascontiguousarray(c_weights)}
-    if bias is not None:
-        weights["bias"] = bias
+    weights = with_bias({"kernel": np.ascontiguousarray(c_weights)}, bias)
     params = kernel.size + (0 if bias is None else bias.size)
     info = ctx.info(out_shape, kernel_shape=kernel.shape, kernel_dims=dims,
                     c_layout=c_weights.shape, c_dims=("out", "kh", "kw", "in"),
                     params=params, macs=oh * ow * cout * k[0] * k[1] * cin)
     if one_d:
         validate.conv1d_warnings(info)
-    t = ctx.add("conv2d", ctx.inputs, out_shape, attrs, weights)
-    return ctx.add_activation(func, t) if func else t
+    return ctx.add_then_activation("conv2d", ctx.inputs, out_shape, attrs, weights, func)
 
 
 @handles("Conv1D")
@@ -61,8 +57,7 @@ def conv2d(ctx):
 def depthwise_conv2d(ctx):
     c = ctx.config
     ctx.channels_last()
-    ws = ctx.weights()
-    kernel, bias = ws[0], (ws[1] if c["use_bias"] else None)
+    kernel, bias = ctx.kernel_and_bias()
     k, strides, dil = as_pair(c["kernel_size"]), as_pair(c["strides"]), as_pair(c["dilation_rate"])
     h, w, cin = ctx.in_shape
     mult = c["depth_multiplier"]
@@ -74,9 +69,7 @@ def depthwise_conv2d(ctx):
     attrs.update(clamp=clamp, in_hw=(h, w), out_hw=(oh, ow))
     # (kh, kw, in, mult) in C order is already (kh, kw, in*mult): channel c*mult+m
     c_weights = kernel.reshape(1, k[0], k[1], cout)
-    weights = {"kernel": np.ascontiguousarray(c_weights)}
-    if bias is not None:
-        weights["bias"] = bias
+    weights = with_bias({"kernel": np.ascontiguousarray(c_weights)}, bias)
     ctx.info((oh, ow, cout), kernel_shape=kernel.shape, kernel_dims=dims,
              c_layout=c_weights.shape, c_dims=("1", "kh", "kw", "in·mult"),
              params=kernel.size + (0 if bias is None else bias.size),
@@ -112,9 +105,7 @@ def _separable(ctx, one_d: bool):
     clamp, func = ctx.activation(c["activation"])
     attrs.update(clamp=CLAMPS["linear"], in_hw=in_hw, out_hw=(oh, ow))
     depthwise = {"kernel": np.ascontiguousarray(dk.reshape(1, k[0], k[1], cin * mult))}
-    pointwise = {"kernel": np.ascontiguousarray(pk.reshape(cin * mult, cout).T[:, None, None, :])}
-    if bias is not None:
-        pointwise["bias"] = bias
+    pointwise = with_bias({"kernel": np.ascontiguousarray(pk.reshape(cin * mult, cout).T[:, None, None, :])}, bias)
     ctx.info(out_shape, kernel_shape=dk.shape, kernel_dims=("kh", "kw", "in", "mult")[-dk.ndim:],
              c_layout=depthwise["kernel"].shape, c_dims=("1", "kh", "kw", "in·mult"),
              params=dk.size + pk.size + (0 if bias is None else bias.size),
@@ -122,8 +113,7 @@ def _separable(ctx, one_d: bool):
     t = ctx.add("depthwise_conv2d", ctx.inputs, mid_shape, attrs, depthwise, suffix="_depthwise")
     point_attrs = {"kernel": (1, 1), "strides": (1, 1), "dilation": (1, 1), "pad": (0, 0),
                    "padding": "valid", "clamp": clamp, "in_hw": (oh, ow), "out_hw": (oh, ow)}
-    t = ctx.add("conv2d", [t], out_shape, point_attrs, pointwise)
-    return ctx.add_activation(func, t) if func else t
+    return ctx.add_then_activation("conv2d", [t], out_shape, point_attrs, pointwise, func)
 
 
 @handles("SeparableConv1D")
@@ -146,8 +136,7 @@ def _conv_transpose(ctx, one_d: bool):
         ctx.unsupported("output_padding is not supported yet")
     if any(d != 1 for d in as_pair(c["dilation_rate"])):
         ctx.unsupported("dilated transposed convolution is not supported yet")
-    ws = ctx.weights()
-    kernel, bias = ws[0], (ws[1] if c["use_bias"] else None)
+    kernel, bias = ctx.kernel_and_bias()
     k, s = as_pair(c["kernel_size"]), as_pair(c["strides"])
     cout = c["filters"]
     if one_d:
@@ -180,9 +169,7 @@ def _conv_transpose(ctx, one_d: bool):
                 {"moves": [m], "fill": True, "out_size": int(np.prod(spread_shape))},
                 suffix="_spread")
     c_weights = np.ascontiguousarray(kernel4[::-1, ::-1].transpose(2, 0, 1, 3))  # OHWI
-    weights = {"kernel": c_weights}
-    if bias is not None:
-        weights["bias"] = bias
+    weights = with_bias({"kernel": c_weights}, bias)
     clamp, func = ctx.activation(c["activation"])
     attrs = {"kernel": k, "strides": (1, 1), "dilation": (1, 1), "pad": (0, 0),
              "padding": "valid", "clamp": clamp, "in_hw": spread, "out_hw": tuple(out_hw)}
@@ -191,8 +178,7 @@ def _conv_transpose(ctx, one_d: bool):
              c_dims=("out", "kh", "kw", "in"),
              params=kernel.size + (0 if bias is None else bias.size),
              macs=in_hw[0] * in_hw[1] * cin * cout * k[0] * k[1])
-    t = ctx.add("conv2d", [t], out_shape, attrs, weights)
-    return ctx.add_activation(func, t) if func else t
+    return ctx.add_then_activation("conv2d", [t], out_shape, attrs, weights, func)
 
 
 @handles("Conv1DTranspose")
@@ -211,8 +197,7 @@ def conv3d(ctx):
     ctx.channels_last()
     if c.get("groups", 1) != 1:
         ctx.unsupported("grouped convolution (groups > 1) is not supported yet")
-    ws = ctx.weights()
-    kernel, bias = ws[0], (ws[1] if c["use_bias"] else None)
+    kernel, bias = ctx.kernel_and_bias()
     d, h, w, cin = ctx.in_shape
     k = as_pair(c["kernel_size"])
     dims = ("kd", "kh", "kw", "in", "out")
@@ -223,12 +208,9 @@ def conv3d(ctx):
     out_shape = tuple(win["out"]) + (cout,)
     clamp, func = ctx.activation(c["activation"])
     c_weights = np.ascontiguousarray(kernel.transpose(4, 0, 1, 2, 3))
-    weights = {"kernel": c_weights}
-    if bias is not None:
-        weights["bias"] = bias
+    weights = with_bias({"kernel": c_weights}, bias)
     ctx.info(out_shape, kernel_shape=kernel.shape, kernel_dims=dims, c_layout=c_weights.shape,
              c_dims=("out", "kd", "kh", "kw", "in"),
              params=kernel.size + (0 if bias is None else bias.size),
              macs=int(np.prod(out_shape)) * int(np.prod(k)) * cin)
-    t = ctx.add("conv3d", ctx.inputs, out_shape, {"window3d": win, "clamp": clamp}, weights)
-    return ctx.add_activation(func, t) if func else t
+    return ctx.add_then_activation("conv3d", ctx.inputs, out_shape, {"window3d": win, "clamp": clamp}, weights, func)

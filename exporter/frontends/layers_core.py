@@ -5,29 +5,25 @@ from __future__ import annotations
 import numpy as np
 
 from .. import validate
-from .keras import handles
+from .keras import handles, with_bias
 
 
 @handles("Dense")
 def dense(ctx):
     c = ctx.config
-    ws = ctx.weights()
-    kernel, bias = ws[0], (ws[1] if c["use_bias"] else None)
+    kernel, bias = ctx.kernel_and_bias()
     fin, units = ctx.in_shape[-1], c["units"]
     validate.check_kernel(ctx.name, ctx.cls, kernel.shape, (fin, units), ("in", "out"))
     out_shape = ctx.in_shape[:-1] + (units,)
     clamp, func = ctx.activation(c["activation"])
-    weights = {"kernel": np.ascontiguousarray(kernel.T)}
-    if bias is not None:
-        weights["bias"] = bias
+    weights = with_bias({"kernel": np.ascontiguousarray(kernel.T)}, bias)
     batches = int(np.prod(ctx.in_shape[:-1], dtype=np.int64))
     info = ctx.info(out_shape, kernel_shape=kernel.shape, kernel_dims=("in", "out"),
                     c_layout=(units, fin), c_dims=("out", "in"),
                     params=kernel.size + (0 if bias is None else bias.size),
                     macs=batches * fin * units)
     validate.dense_nd_warning(info)
-    t = ctx.add("dense", ctx.inputs, out_shape, {"clamp": clamp}, weights)
-    return ctx.add_activation(func, t) if func else t
+    return ctx.add_then_activation("dense", ctx.inputs, out_shape, {"clamp": clamp}, weights, func)
 
 
 @handles("BatchNormalization")
