@@ -133,12 +133,14 @@ static void depthwise_pixel(const k2m_window *g, const k2m_quant_s8 *q,
     }
 }
 
-/* Interior fast path (DSP, depth multiplier 1): the output pixels
- * [oy_lo, oy_hi) x [ox_lo, ox_hi), whose whole window lies inside the input.  For
- * each block of 4 channels the requantization constants are set up once,
- * then each pixel walks its k_h x k_w taps with fixed pointer strides (no
- * per-tap range logic).  Same int32 sums and the same k2m_rq_apply as the
- * generic DSP path, so the outputs are bit-identical. */
+/* DSP, depth multiplier 1: every output pixel's 4-channel blocks, block by
+ * block, so each block's requantization constants (and for 3x3 its widened
+ * weights and offset-folded bias) are set up once for all pixels.  The
+ * interior pixels [oy_lo, oy_hi) x [ox_lo, ox_hi), whose whole window lies
+ * inside the input, walk their taps with fixed pointer strides (no per-tap
+ * range logic); border pixels take depthwise_mult1_block4's tap ranges.
+ * Same int32 sums (mod 2^32) and requantization as the portable path, so
+ * the outputs are bit-identical. */
 static void depthwise_interior(const k2m_window *g, const k2m_quant_s8 *q,
                                    const int8_t *input, const int8_t *weights,
                                    const int32_t *bias, int8_t *output,
@@ -148,7 +150,6 @@ static void depthwise_interior(const k2m_window *g, const k2m_quant_s8 *q,
     const int32_t ch = g->in_c, k_h = g->k_h, k_w = g->k_w;
     const int32_t tap_step = g->dil_w * ch;
     const int32_t row_step = g->dil_h * g->in_w * ch - k_w * tap_step;
-    const int32_t px_step = g->stride_w * ch;
     const int32_t row2 = row_step + tap_step;   /* last tap of a row to the next row */
     const int32_t out_off = q->output_offset, lo = q->act_min, hi = q->act_max;
     const int32_t off2 = (int32_t)(((uint32_t)q->input_offset & 0xFFFFu)
@@ -168,7 +169,7 @@ static void depthwise_interior(const k2m_window *g, const k2m_quant_s8 *q,
     for (oc = 0; oc < blocked; oc += 4) {
         k2m_rq rq[4];
         int fast = range_ok;
-        int32_t b[4], e[4] = {0, 0, 0, 0}, wx[18];
+        int32_t b[4], e[4] = {0, 0, 0, 0}, wx[18] = {0};
         int32_t oy;
 
         for (j = 0; j < 4; ++j) {
@@ -194,15 +195,28 @@ static void depthwise_interior(const k2m_window *g, const k2m_quant_s8 *q,
             e[2] = (int32_t)((uint32_t)b[2] + (uint32_t)k2m_asr(s02, 16) * (uint32_t)q->input_offset);
             e[3] = (int32_t)((uint32_t)b[3] + (uint32_t)k2m_asr(s13, 16) * (uint32_t)q->input_offset);
         }
-        for (oy = oy_lo; oy < oy_hi; ++oy) {
-        const int8_t *ip0 = input + ((oy * g->stride_h - g->pad_top) * g->in_w
-                                     + ox_lo * g->stride_w - g->pad_left) * ch + oc;
-        int8_t *op = output + (oy * g->out_w + ox_lo) * g->out_c + oc;
-        for (ox = ox_lo; ox < ox_hi; ++ox, ip0 += px_step, op += g->out_c) {
+        for (oy = 0; oy < g->out_h; ++oy) {
+        const int32_t y0 = oy * g->stride_h - g->pad_top;
+        const int row_in = oy >= oy_lo && oy < oy_hi;
+        int8_t *op = output + oy * g->out_w * g->out_c + oc;
+        int32_t ky0, ky1;
+        k2m_tap_range(y0, g->in_h, k_h, g->dil_h, &ky0, &ky1);
+        for (ox = 0; ox < g->out_w; ++ox, op += g->out_c) {
             int32_t a0 = b[0], a1 = b[1], a2 = b[2], a3 = b[3];
-            const int8_t *ip = ip0;
+            const int8_t *ip = input + (y0 * g->in_w + ox * g->stride_w - g->pad_left) * ch + oc;
             const int8_t *wp = weights + oc;
             int32_t ky, kx;
+
+            if (!row_in || ox < ox_lo || ox >= ox_hi) {
+                /* border pixel: the generic tap ranges */
+                int32_t acc[4], kx0, kx1;
+                const int32_t x0 = ox * g->stride_w - g->pad_left;
+                k2m_tap_range(x0, g->in_w, k_w, g->dil_w, &kx0, &kx1);
+                acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
+                depthwise_mult1_block4(g, q->input_offset, input, weights, y0, x0,
+                                       ky0, ky1, kx0, kx1, oc, acc);
+                a0 = acc[0]; a1 = acc[1]; a2 = acc[2]; a3 = acc[3];
+            } else {
 
 #define K2M_DW_TAP(IP, WP)                                                  \
             do {                                                            \
@@ -247,6 +261,7 @@ static void depthwise_interior(const k2m_window *g, const k2m_quant_s8 *q,
                         K2M_DW_TAP(ip, wp);
                     }
                 }
+            }
             }
 #undef K2M_DW_TAP
             if (fast && full8) {
@@ -301,20 +316,21 @@ void k2m_depthwise_conv2d_s8(const k2m_window *g, const k2m_quant_s8 *q,
         }
         if (ox_hi <= ox_lo || oy_hi <= oy_lo) {
             ox_lo = ox_hi = oy_lo = oy_hi = 0;
-        } else {
-            depthwise_interior(g, q, input, weights, bias, output, oy_lo, oy_hi,
-                               ox_lo, ox_hi, blocked);
         }
+        depthwise_interior(g, q, input, weights, bias, output, oy_lo, oy_hi,
+                           ox_lo, ox_hi, blocked);
+    }
+    if (blocked == out_c) {
+        return;
     }
 
     for (oy = 0; oy < g->out_h; ++oy) {
         const int32_t y0 = oy * g->stride_h - g->pad_top;
         int8_t *out_row = output + oy * g->out_w * out_c;
-        const int32_t in_y = oy >= oy_lo && oy < oy_hi;
         k2m_tap_range(y0, g->in_h, g->k_h, g->dil_h, &ky0, &ky1);
         for (ox = 0; ox < g->out_w; ++ox) {
-            /* Interior pixels have their 4-channel blocks done already. */
-            const int32_t from = in_y && ox >= ox_lo && ox < ox_hi ? blocked : 0;
+            /* The 4-channel blocks are done already. */
+            const int32_t from = blocked;
             depthwise_pixel(g, q, input, weights, bias, out_row + ox * out_c, y0,
                             ky0, ky1, ox, from);
         }
