@@ -53,12 +53,25 @@ def quiet_frameworks() -> None:
     logging.getLogger("absl").setLevel(logging.ERROR)
 
 
+def check_report_paths(args) -> None:
+    """--json/--report must be writable files: found out before exporting."""
+    from .errors import ExportError
+    for flag, path in (("--json", args.json), ("--report", args.report)):
+        if path is None:
+            continue
+        if os.path.isdir(path):
+            raise ExportError(f"{flag} '{path}' is a directory; give a file name")
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise ExportError(f"{flag} '{path}': folder '{parent}' does not exist")
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    if args.output is None and not args.explain:
-        parser().error("give -o OUTDIR (or --explain to only inspect the model)")
     if args.verify and args.output is None:
         parser().error("--verify needs -o OUTDIR")
+    if args.output is None and not args.explain:
+        parser().error("give -o OUTDIR (or --explain to only inspect the model)")
     if args.verify and not (args.verify_samples or args.calibration):
         parser().error("--verify needs inputs: pass --verify-samples FILE.npy (or --calibration)")
     quiet_frameworks()
@@ -68,12 +81,16 @@ def main(argv=None) -> int:
         quantize.PROGRESS = False
     from .export import export_model
     try:
+        check_report_paths(args)
+        if args.verify_samples:  # before anything is written
+            from .calibration import precheck
+            precheck(args.verify_samples, what="samples")
         # Inspecting without writing needs no calibration: explain the float model.
         dtype = args.dtype if (args.output or args.calibration) else "float32"
         report = export_model(
             args.model, args.output, target=args.target, dtype=dtype,
             calibration_data=args.calibration, name=args.name, force=args.force,
-            flash_kb=args.flash_kb, ram_kb=args.ram_kb)
+            flash_kb=args.flash_kb, ram_kb=args.ram_kb, check_samples=args.verify_samples)
         verified = None
         if args.verify:
             from .verify import layer_metrics, verify
@@ -85,8 +102,11 @@ def main(argv=None) -> int:
             data = report.to_dict()
             if verified is not None:
                 data["verify"] = verified
-            with open(args.json, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=2)
+            try:
+                with open(args.json, "w", encoding="utf-8") as f:
+                    json.dump(data, f, indent=2)
+            except OSError as e:
+                raise ExportError(f"cannot write --json file '{args.json}': {e.strerror}") from None
         if args.report:
             from . import report_html
             try:

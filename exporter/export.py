@@ -58,7 +58,8 @@ def lower(model_or_path, name: str | None = None):
 
 def export_model(model_or_path, out_dir=None, *, target: str = "cortex-m4",
                  dtype: str = "int8", calibration_data=None, name: str | None = None,
-                 force: bool = False, flash_kb=None, ram_kb=None) -> Report:
+                 force: bool = False, flash_kb=None, ram_kb=None,
+                 check_samples=None) -> Report:
     """Export a Keras model (object or .keras/.h5 path) to a C folder.
 
     With out_dir=None nothing is written (validation, explanation and report
@@ -77,7 +78,7 @@ def export_model(model_or_path, out_dir=None, *, target: str = "cortex-m4",
         calibration.precheck(calibration_data)
     if out_dir is None:
         return _export(model_or_path, None, None, target, dtype, calibration_data, name,
-                       flash_kb, ram_kb)
+                       flash_kb, ram_kb, check_samples)
     out_dir = Path(out_dir)
     if out_dir.exists() and not force and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ExportError(f"output folder '{out_dir}' already exists and is not empty; "
@@ -87,15 +88,17 @@ def export_model(model_or_path, out_dir=None, *, target: str = "cortex-m4",
     tmp = make_temp_folder(out_dir)
     try:
         return _export(model_or_path, out_dir, tmp, target, dtype, calibration_data, name,
-                       flash_kb, ram_kb)
+                       flash_kb, ram_kb, check_samples)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _export(model_or_path, out_dir, tmp, target, dtype, calibration_data, name,
-            flash_kb, ram_kb) -> Report:
+            flash_kb, ram_kb, check_samples) -> Report:
     graph, infos, prefix, model_name = lower(model_or_path, name)
+    if check_samples is not None:  # e.g. --verify-samples: fit the model before writing
+        calibration.load_all(check_samples, [graph.tensors[t].shape for t in graph.inputs])
     default_flash, default_ram = TARGET_BUDGETS_KB[target]
     flash_kb = flash_kb if flash_kb is not None else default_flash
     ram_kb = ram_kb if ram_kb is not None else default_ram

@@ -662,13 +662,7 @@ def _(m, cwd):
 
 # Defects whose fix belongs in exporter/cli.py (being edited by others): kept
 # here as expected failures, so they pass once cli.py is fixed.
-XFAIL = {
-    "json-path-is-a-directory":
-        "cli.py writes --json after OUTDIR and reports the OSError as an internal "
-        "error (exit 1) claiming nothing was written",
-    "verify-samples-wrong-shape":
-        "cli.py checks --verify-samples only after OUTDIR is written",
-}
+XFAIL: dict = {}  # cases of a known, not yet fixed defect (none now)
 
 
 @case("json-path-is-a-directory")

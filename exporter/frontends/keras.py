@@ -163,7 +163,7 @@ def to_graph(model, name: str):
     for t in f.inputs:
         shape = tuple(t.shape[1:])
         if any(d is None or d <= 0 for d in shape):
-            raise ExportError(f"model input '{t.name}' has shape {tuple(t.shape)}; "
+            raise UnsupportedModelError(f"model input '{t.name}' has shape {tuple(t.shape)}; "
                               f"every dimension but the batch must be fixed and > 0")
         known[id(t)] = graph.add_tensor(t.name, shape).name
         graph.inputs.append(known[id(t)])
