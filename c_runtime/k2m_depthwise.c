@@ -75,15 +75,16 @@ static inline int32_t depthwise_requantize(int32_t acc, int32_t multiplier,
 
 #if K2M_DSP
 /* k2m_rq_apply without its final k2m_sat30, for a channel whose multiplier
- * is not INT32_MIN.  When [act_min - out_off, act_max - out_off] lies inside
- * sat30's range [-2^30, 2^30 - 1] (any int8 layer), then
+ * is not INT32_MIN and whose shift is <= 0 (no left shift, the usual
+ * case; blocks with a left shift take k2m_rq_apply).  When
+ * [act_min - out_off, act_max - out_off] lies inside sat30's range
+ * [-2^30, 2^30 - 1] (any int8 layer), then
  *   clamp(sat30(v) + out_off, act_min, act_max)
  *     == clamp(v, act_min - out_off, act_max - out_off) + out_off,
  * so the interior path clamps once instead of saturating and clamping. */
 static inline int32_t depthwise_rq_nosat(const k2m_rq *r, int32_t acc)
 {
-    const int32_t scaled = (int32_t)((uint32_t)acc << r->left);
-    const int64_t y = (int64_t)scaled * (int64_t)r->multiplier + ((int64_t)1 << 30);
+    const int64_t y = (int64_t)acc * (int64_t)r->multiplier + ((int64_t)1 << 30);
     const int32_t x = (int32_t)(uint32_t)((uint64_t)y >> 31);
 
     return k2m_asr(x, r->right)
@@ -174,7 +175,7 @@ static void depthwise_interior(const k2m_window *g, const k2m_quant_s8 *q,
 
         for (j = 0; j < 4; ++j) {
             k2m_rq_init(&rq[j], q->multiplier[oc + j], q->shift[oc + j]);
-            fast = fast && q->multiplier[oc + j] != INT32_MIN;
+            fast = fast && q->multiplier[oc + j] != INT32_MIN && rq[j].left == 0;
             b[j] = bias ? bias[oc + j] : 0;
         }
         if (k_h == 3 && k_w == 3) {
