@@ -86,6 +86,7 @@ static void fc_rows4_dsp(const int8_t *input, const int8_t *w, int32_t n,
     int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
     int32_t i;
 
+#if defined(__OPTIMIZE__)
     while (x != x_end) {
         int32_t x02, x13, t0, t1;
         __asm__(
@@ -102,6 +103,23 @@ static void fc_rows4_dsp(const int8_t *input, const int8_t *w, int32_t n,
             : [n] "r"(n), [off] "r"(off2)
             : "memory");
     }
+#else
+    /* Unoptimised builds keep variables in memory and cannot give the asm
+     * its 14 registers: the same exact sums through intrinsics. */
+    while (x != x_end) {
+        const int32_t x4 = k2m_ld32(x);
+        const int32_t x02 = __sxtab16(off2, x4), x13 = k2m_sxtab16_ror8(off2, x4);
+        const int32_t r0 = k2m_ld32(w0), r1 = k2m_ld32(w0 + n);
+        const int32_t r2 = k2m_ld32(w2), r3 = k2m_ld32(w2 + n);
+        a0 = __smlad(k2m_sxtb16_ror8(r0), x13, __smlad(__sxtb16(r0), x02, a0));
+        a1 = __smlad(k2m_sxtb16_ror8(r1), x13, __smlad(__sxtb16(r1), x02, a1));
+        a2 = __smlad(k2m_sxtb16_ror8(r2), x13, __smlad(__sxtb16(r2), x02, a2));
+        a3 = __smlad(k2m_sxtb16_ror8(r3), x13, __smlad(__sxtb16(r3), x02, a3));
+        x += 4;
+        w0 += 4;
+        w2 += 4;
+    }
+#endif
     for (i = 0; i < n - n4; ++i) {
         const int32_t xi = (int32_t)x[i] + input_offset;
         a0 += xi * (int32_t)w0[i];

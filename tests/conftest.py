@@ -125,7 +125,7 @@ def compile_strict(out_dir: Path, compiler: str = "gcc", extra=()):
     objdir = Path(str(out_dir) + f"_obj_{Path(compiler).name}")
     objdir.mkdir(exist_ok=True)
     for src in sources:
-        cmd = [compiler, *STRICT, *extra, "-O2", "-I", str(out_dir), "-c", str(src),
+        cmd = [compiler, *STRICT, "-O2", *extra, "-I", str(out_dir), "-c", str(src),
                "-o", str(objdir / (src.stem + ".o"))]
         r = subprocess.run(cmd, capture_output=True, text=True)
         assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr}"

@@ -281,8 +281,8 @@ static int guard_ok(const void *buf, int32_t from_byte, int32_t bytes)
     return "".join(src)
 
 
-def run_m4(m4run, src, portable):
-    cmd = [str(m4run), "--timeout", "120", "-I", str(RUNTIME)]
+def run_m4(m4run, src, portable, opt="2"):
+    cmd = [str(m4run), "--timeout", "120", "-I", str(RUNTIME), "-O", opt]
     if portable:
         cmd += ["-D", "K2M_PORTABLE"]
     cmd += [str(src)] + [str(RUNTIME / f) for f in KERNEL_SOURCES]
@@ -301,7 +301,9 @@ def results(m4run, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dsp")
     src = tmp / "dsp_cases.c"
     src.write_text(c_program(cases))
-    return cases, {"dsp": run_m4(m4run, src, False), "portable": run_m4(m4run, src, True)}
+    # -O0 too: there the inline-asm loops fall back to intrinsics (no registers)
+    return cases, {"dsp": run_m4(m4run, src, False), "portable": run_m4(m4run, src, True),
+                   "dsp_O0": run_m4(m4run, src, False, "0")}
 
 
 def test_case_mix():
@@ -333,7 +335,7 @@ def test_case_mix():
     assert np.mean(inside) > 0.3
 
 
-@pytest.mark.parametrize("path", ["dsp", "portable"])
+@pytest.mark.parametrize("path", ["dsp", "portable", "dsp_O0"])
 def test_bit_identical(results, path):
     cases, got = results
     run = got[path]

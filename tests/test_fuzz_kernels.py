@@ -739,7 +739,9 @@ def test_fuzz_cases_not_all_saturated():
     means = {k: float(np.mean(v)) for k, v in INSIDE.items()}
     print("\nfraction of outputs inside the clamp: "
           + ", ".join(f"{k} {v:.2f}" for k, v in sorted(means.items())))
-    assert all(v > 0.25 for v in means.values()), means
+    # 0.1, not more: hypothesis versions draw different cases (CI measured
+    # 0.20 for conv2d_s8 where a local run saw 0.35); all-saturated is ~0
+    assert all(v > 0.1 for v in means.values()), means
 
 def test_harness_catches_an_overrun(harness, tmp_path):
     """The harness's exact-size buffers do catch a one-element overrun: a
