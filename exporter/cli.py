@@ -56,14 +56,14 @@ def quiet_frameworks() -> None:
 def check_report_paths(args) -> None:
     """--json/--report must be writable files: found out before exporting."""
     from .errors import ExportError
-    for flag, path in (("--json", args.json), ("--report", args.report)):
+    for what, path in (("--json file", args.json), ("report", args.report)):
         if path is None:
             continue
         if os.path.isdir(path):
-            raise ExportError(f"{flag} '{path}' is a directory; give a file name")
+            raise ExportError(f"cannot write {what} '{path}': it is a directory; give a file name")
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
-            raise ExportError(f"{flag} '{path}': folder '{parent}' does not exist")
+            raise ExportError(f"cannot write {what} '{path}': folder '{parent}' does not exist")
 
 
 def main(argv=None) -> int:
