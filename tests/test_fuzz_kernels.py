@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -37,12 +36,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kernel_ref as ref  # noqa: E402
+from conftest import IN_CI, require_tool  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RUNTIME = HERE.parent / "c_runtime"
@@ -167,15 +166,16 @@ class Harness:
 
 
 def build_harness(out: Path) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc not found: install it with `apt-get install gcc`")
+    gcc = require_tool("gcc", "apt-get install gcc")
     exe = out / "fuzz_harness"
     cmd = [gcc, *CFLAGS, "-I", str(RUNTIME), *map(str, sorted(RUNTIME.glob("*.c"))),
            str(HARNESS_SRC), "-lm", "-o", str(exe)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0 and "asan" in r.stderr.lower():
-        pytest.skip(f"gcc cannot build with AddressSanitizer here:\n{r.stderr}")
+        msg = f"gcc cannot build with AddressSanitizer here (apt-get install gcc, which brings libasan):\n{r.stderr}"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
     assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr}"
     return exe
 

@@ -65,7 +65,7 @@ def header_cdef(text: str) -> str:
 
 @pytest.fixture(scope="session")
 def k2m(tmp_path_factory):
-    cffi = pytest.importorskip("cffi")
+    import cffi
     ffi = cffi.FFI()
     ffi.cdef(header_cdef((RUNTIME / "k2m.h").read_text()) + SHIM_CDEF)
     ffi.set_source(
