@@ -280,6 +280,7 @@ void k2m_copy_s8(const k2m_copy_dims *d, const k2m_requant_s8 *rq,
 void k2m_copy_f32(const k2m_copy_dims *d, const float *input, float *output);
 void k2m_fill_s8(int8_t *output, int32_t size, int8_t value);
 void k2m_fill_f32(float *output, int32_t size, float value);
+void k2m_fill_s16(int16_t *output, int32_t size, int16_t value);
 /* Bilinear resize with per-row/column source indices (two each) and the
  * second source's weight (Q11 for int8, float for float), computed by the
  * exporter with TensorFlow's half-pixel centres.  int8 keeps its scale. */
@@ -295,12 +296,157 @@ void k2m_resize_bilinear_f32(const k2m_resize_dims *d, const int16_t *y_index,
                              const float *x_frac, const float *input,
                              float *output);
 
+/* ---- recurrent layers (k2m_recurrent.c) ------------------------------
+ * SimpleRNN, LSTM and GRU over `steps` time steps of `features` values
+ * with `units` hidden units, one sequence (Keras's batch dropped).  Weights
+ * are Keras's with rows transposed to (out, in): kernel (gates * units,
+ * features), recurrent (gates * units, units), gates in Keras's order:
+ * LSTM i, f, c, o; GRU z, r, h (the candidate); SimpleRNN one.
+ *
+ * state holds h[units] (LSTM: then c[units]).  A kernel reads it at the
+ * first step and leaves the last step's state there; the model zeroes it
+ * before each call of a stateless layer and keeps it for a stateful one.
+ * scratch is work space, contents ignored on entry and unspecified on
+ * return: K2M_SIMPLE_RNN_SCRATCH / K2M_LSTM_SCRATCH / K2M_GRU_SCRATCH(units)
+ * elements of the state's type.
+ * Input, output, state and scratch must not overlap. */
+#define K2M_RNN_BACKWARDS      1  /* step s reads input row steps-1-s (go_backwards) */
+#define K2M_RNN_SEQUENCES      2  /* output every step (steps x units), else the last h */
+#define K2M_RNN_REVERSE_OUTPUT 4  /* with SEQUENCES, step s writes row steps-1-s
+                                     (a Bidirectional layer's backward half) */
+#define K2M_GRU_RESET_AFTER    8  /* GRU: r multiplies (R_h h + b_rh), not h */
+#define K2M_SIMPLE_RNN_SCRATCH(units) (units)
+#define K2M_LSTM_SCRATCH(units)       (4 * (units))
+#define K2M_GRU_SCRATCH(units)        (4 * (units))
+typedef struct {
+    int32_t steps, features, units, flags;
+} k2m_rnn_dims;
+
+/* float: the activations Keras's recurrent layers are used with. */
+typedef enum {
+    K2M_RNN_TANH, K2M_RNN_SIGMOID, K2M_RNN_HARD_SIGMOID, K2M_RNN_RELU,
+    K2M_RNN_LINEAR
+} k2m_rnn_act;
+/* bias: gates * units values, NULL for none; a GRU with reset_after has
+ * 2 * 3 * units: the input bias, then the recurrent bias.
+ *   SimpleRNN  h = act(W x + R h + b)
+ *   LSTM       i, f, o = rec_act(...), g = act(...);  c = f c + i g;
+ *              h = o act(c)
+ *   GRU        z, r = rec_act(W x + R h + b);  hh = act(W_h x + b_h +
+ *              r (R_h h + b_rh)) with reset_after, act(W_h x + R_h (r h)
+ *              + b_h) without;  h = z h + (1 - z) hh */
+typedef struct {
+    const float *kernel, *recurrent, *bias;
+    k2m_rnn_act act, recurrent_act;
+} k2m_rnn_f32_params;
+void k2m_simple_rnn_f32(const k2m_rnn_dims *d, const k2m_rnn_f32_params *p,
+                        const float *input, float *output, float *state,
+                        float *scratch);
+void k2m_lstm_f32(const k2m_rnn_dims *d, const k2m_rnn_f32_params *p,
+                  const float *input, float *output, float *state,
+                  float *scratch);
+void k2m_gru_f32(const k2m_rnn_dims *d, const k2m_rnn_f32_params *p,
+                 const float *input, float *output, float *state,
+                 float *scratch);
+
+/* int8: int8 input and output tensors, int16 state and gates (TFLite's
+ * int8 LSTM keeps int16 gates too; docs/recurrent_int8.md gives the scales
+ * and how the exporter calibrates them).  All int16 values are symmetric.
+ * rq(v, s) below is k2m_requantize(v, s.multiplier, s.shift), sat16 a clamp
+ * to [-32768, 32767].
+ *
+ * Gate pre-activations, per row r (unit u of gate g), per step:
+ *   pre[r] = sat16(rq(bias[r] + sum_k kernel[r][k] x[k], kernel_scale[r])
+ *                + rq(sum_k recurrent[r][k] h[k], recurrent_scale[r]))
+ * with x the raw int8 input (bias has -zero_point * sum(kernel row) folded
+ * in).  Exceptions: the GRU candidate rows, below.
+ *
+ * Activations are 513-entry int16 tables, interpolated (k2m_lut16): with
+ * u = v + 32768, i = u >> 7, f = u & 127,
+ *   lut16(v) = t[i] + floor(((t[i+1] - t[i]) * f + 64) / 128).
+ * No int32 sum overflows: the exporter checks |bias| + 128 sum|kernel row|
+ * and |recurrent_bias| + 32768 sum|recurrent row| < 2^31 for every row
+ * (units <= 512), and keeps 0 <= one <= 32768. */
+typedef struct {
+    int32_t multiplier, shift;
+} k2m_scale;
+typedef struct {
+    const int8_t *kernel;           /* (gates * units, features) */
+    const int32_t *bias;            /* gates * units, NULL for none */
+    const int32_t *kernel_multiplier, *kernel_shift;  /* per row */
+    const int8_t *recurrent;        /* (gates * units, units) */
+    const int32_t *recurrent_bias;  /* NULL, or gates * units (GRU reset_after):
+                                       only the candidate rows are read, z and r
+                                       have theirs folded into bias */
+    const int32_t *recurrent_multiplier, *recurrent_shift;  /* per row */
+} k2m_rnn_weights_s8;
+
+/* h = lut16(pre, act_lut); the table maps straight to h's scale. */
+typedef struct {
+    k2m_rnn_weights_s8 w;
+    const int16_t *act_lut;
+    k2m_scale h_to_output;          /* y = clamp(rq(h) + output_offset, -128, 127) */
+    int32_t output_offset;
+} k2m_simple_rnn_s8_params;
+
+/* i, f, g, o = lut16(pre, gate_lut[gate]);
+ * c = sat16(rq(f c, forget) + rq(i g, input));
+ * h = sat16(rq(o lut16(c, cell_lut), output_gate)); y as SimpleRNN. */
+typedef struct {
+    k2m_rnn_weights_s8 w;
+    const int16_t *gate_lut[4];
+    const int16_t *cell_lut;
+    k2m_scale forget, input, output_gate;
+    k2m_scale h_to_output;
+    int32_t output_offset;
+} k2m_lstm_s8_params;
+
+/* z, r = lut16(pre, gate_lut[0 or 1]); then the candidate rows (unit u):
+ *   reset_after:  a = sat16(rq(bias + W_h x, kernel_scale));
+ *                 q = sat16(rq(recurrent_bias + R_h h, recurrent_scale));
+ *                 pre = sat16(a + rq(r q, reset))
+ *   otherwise:    rh[k] = sat16(rq(r[k] h[k], reset)) for every unit k, then
+ *                 pre = sat16(rq(bias + W_h x, kernel_scale)
+ *                           + rq(sum_k R_h[u][k] rh[k], recurrent_scale))
+ *   hh = lut16(pre, gate_lut[2]);
+ *   h = sat16(rq(z h, keep) + rq((one - z) hh, update)); y as SimpleRNN. */
+typedef struct {
+    k2m_rnn_weights_s8 w;
+    const int16_t *gate_lut[3];
+    k2m_scale reset, keep, update;
+    int32_t one;                    /* 1.0 at z's scale */
+    k2m_scale h_to_output;
+    int32_t output_offset;
+} k2m_gru_s8_params;
+
+void k2m_simple_rnn_s8(const k2m_rnn_dims *d, const k2m_simple_rnn_s8_params *p,
+                       const int8_t *input, int8_t *output, int16_t *state,
+                       int16_t *scratch);
+void k2m_lstm_s8(const k2m_rnn_dims *d, const k2m_lstm_s8_params *p,
+                 const int8_t *input, int8_t *output, int16_t *state,
+                 int16_t *scratch);
+void k2m_gru_s8(const k2m_rnn_dims *d, const k2m_gru_s8_params *p,
+                const int8_t *input, int8_t *output, int16_t *state,
+                int16_t *scratch);
+
+/* ---- embedding (k2m_copy.c) -------------------------------------------
+ * output row t = table row index[t]; an index outside [0, rows) is clamped
+ * to the nearest valid row (never read out of bounds).  int8 tables are
+ * quantized with the output's own scale, so rows copy unchanged. */
+void k2m_embedding_s8(const int32_t *index, int32_t count, const int8_t *table,
+                      int32_t rows, int32_t dim, int8_t *output);
+void k2m_embedding_f32(const int32_t *index, int32_t count, const float *table,
+                       int32_t rows, int32_t dim, float *output);
+
 /* ---- quantize / dequantize at the model boundary (k2m_quantize.c) ----- */
 /* Round half away from zero, as TFLite's reference quantize does. */
 void k2m_quantize_f32_s8(const float *input, int8_t *output, int32_t size,
                          float scale, int32_t zero_point);
 void k2m_dequantize_s8_f32(const int8_t *input, float *output, int32_t size,
                            float scale, int32_t zero_point);
+/* Integer model inputs (Embedding indices) given as floats: rounded to the
+ * nearest whole number, saturated to int32's range; NaN gives 0. */
+void k2m_float_to_index(const float *input, int32_t *output, int32_t size);
 
 #ifdef __cplusplus
 }

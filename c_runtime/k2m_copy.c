@@ -63,6 +63,14 @@ void k2m_fill_f32(float *output, int32_t size, float value)
     }
 }
 
+void k2m_fill_s16(int16_t *output, int32_t size, int16_t value)
+{
+    int32_t i;
+    for (i = 0; i < size; ++i) {
+        output[i] = value;
+    }
+}
+
 /* Bilinear resize (UpSampling2D(interpolation='bilinear'), TensorFlow's
  * half-pixel centres).  The exporter precomputes, per output row and
  * column, the two source indices (y_index[2 oy], y_index[2 oy + 1]) and the
@@ -113,6 +121,40 @@ void k2m_resize_bilinear_f32(const k2m_resize_dims *d, const int16_t *y_index,
                 const float bottom = r1[x0 + c] + (r1[x1 + c] - r1[x0 + c]) * fx;
                 *output++ = top + (bottom - top) * fy;
             }
+        }
+    }
+}
+
+/* Clamping the index keeps a corrupted or out-of-vocabulary token from
+ * reading outside the table; the exporter documents it, since Keras itself
+ * fails (or returns zeros) on such an index. */
+static int32_t k2m_embedding_row(int32_t index, int32_t rows)
+{
+    return index < 0 ? 0 : (index >= rows ? rows - 1 : index);
+}
+
+void k2m_embedding_s8(const int32_t *index, int32_t count, const int8_t *table,
+                      int32_t rows, int32_t dim, int8_t *output)
+{
+    int32_t t, k;
+
+    for (t = 0; t < count; ++t) {
+        const int8_t *row = table + k2m_embedding_row(index[t], rows) * dim;
+        for (k = 0; k < dim; ++k) {
+            *output++ = row[k];
+        }
+    }
+}
+
+void k2m_embedding_f32(const int32_t *index, int32_t count, const float *table,
+                       int32_t rows, int32_t dim, float *output)
+{
+    int32_t t, k;
+
+    for (t = 0; t < count; ++t) {
+        const float *row = table + k2m_embedding_row(index[t], rows) * dim;
+        for (k = 0; k < dim; ++k) {
+            *output++ = row[k];
         }
     }
 }

@@ -36,3 +36,18 @@ void k2m_dequantize_s8_f32(const int8_t *input, float *output, int32_t size,
         output[i] = scale * (float)((int32_t)input[i] - zero_point);
     }
 }
+
+void k2m_float_to_index(const float *input, int32_t *output, int32_t size)
+{
+    int32_t i;
+
+    for (i = 0; i < size; ++i) {
+        float v = input[i];
+        if (v != v) {
+            v = 0.0f;
+        }
+        /* 2^31 is exact in float; converting beyond int32 is undefined. */
+        v = v >= 2147483520.0f ? 2147483520.0f : (v <= -2147483648.0f ? -2147483648.0f : v);
+        output[i] = (int32_t)(v >= 0.0f ? v + 0.5f : v - 0.5f);
+    }
+}

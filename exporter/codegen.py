@@ -6,13 +6,14 @@ Output is deterministic: no timestamps, stable order, fixed float format.
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 import jinja2
 import numpy as np
 
-from .planner import Plan, scratch_name
+from .planner import Plan, rnn_state_elements, scratch_name
 
 RUNTIME_DIR = "k2m_runtime"
 RUNTIME_ALWAYS = ["k2m.h", "k2m_math.h", "k2m_quantize.c"]
@@ -24,7 +25,8 @@ RUNTIME_FOR_OP = {"conv2d": "k2m_conv.c", "depthwise_conv2d": "k2m_depthwise.c",
                   "copy": "k2m_copy.c",
                   "prelu": "k2m_activation.c", "conv3d": "k2m_conv3d.c",
                   "max_pool3d": "k2m_conv3d.c", "avg_pool3d": "k2m_conv3d.c",
-                  "resize_bilinear": "k2m_copy.c"}
+                  "resize_bilinear": "k2m_copy.c", "embedding": "k2m_copy.c",
+                  "rnn": ("k2m_recurrent.c", "k2m_copy.c")}
 NO_CODE = {"reshape", "identity"}
 FLOAT_MAX = "3.40282347e+38f"
 
@@ -57,7 +59,11 @@ def c_array_body(values: np.ndarray, per_line: int) -> str:
 CTYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.int16): "int16_t", np.dtype(np.int32): "int32_t",
           np.dtype(np.uint16): "uint16_t", np.dtype(np.uint32): "uint32_t",
           np.dtype(np.float32): "float"}
-TENSOR_CTYPES = {"int8": "int8_t", "int16": "int16_t", "float32": "float"}
+TENSOR_CTYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "float32": "float"}
+RNN_ACT_ENUMS = {"tanh": "K2M_RNN_TANH", "sigmoid": "K2M_RNN_SIGMOID",
+                 "hard_sigmoid": "K2M_RNN_HARD_SIGMOID", "relu": "K2M_RNN_RELU",
+                 "linear": "K2M_RNN_LINEAR"}
+RNN_FUNCS = {"simple": "simple_rnn", "lstm": "lstm", "gru": "gru"}
 
 
 class Emitter:
@@ -66,6 +72,8 @@ class Emitter:
         self.arrays: list = []
         self.seen: dict = {}
         self.int8 = graph.dtype == "int8"
+        self.frame: dict = {}      # tensor -> elements per frame, in a TimeDistributed loop
+        self.state_elements = 0    # the stateful layers' static state block
 
     def const(self, node, role: str, values: np.ndarray, comment: str) -> str:
         values = np.ascontiguousarray(values)
@@ -83,7 +91,8 @@ class Emitter:
 
     def tensor(self, name: str) -> str:
         ctype = TENSOR_CTYPES[self.g.tensors[name].dtype]
-        return f"{self.p.upper()}_TENSOR({ctype}, {self.plan.offsets[name]})"
+        ref = f"{self.p.upper()}_TENSOR({ctype}, {self.plan.offsets[name]})"
+        return f"{ref} + t * {self.frame[name]}" if name in self.frame else ref
 
     def macro(self, node, tin, tout) -> str:
         """The ops.c.j2 macro: op and data types (s8, s8_s16, s16, f32)."""
@@ -100,14 +109,19 @@ class Emitter:
 
     def step(self, node) -> dict:
         tin, tout = self.g.tensors[node.inputs[0]], self.g.tensors[node.outputs[0]]
-        s = {"input": self.tensor(tin.name), "output": self.tensor(tout.name),
-             "nbytes": tout.nbytes, "tensor": tout.name,
-             "macro": self.macro(node, tin, tout),
+        frames = node.attrs.get("frames", 0)
+        s = {"trace": self.tensor(tout.name), "nbytes": tout.nbytes, "tensor": tout.name,
+             "frames": frames, "macro": self.macro(node, tin, tout),
              "comment": f"{node.layer}: {node.keras_class} -> {node.op} "
                         f"{tin.shape} -> {tout.shape}"}
         if node.attrs.get("fused"):
             s["comment"] += f", fused {', '.join(node.attrs['fused'])}"
+        if frames:  # the kernel sees one frame; C loops over them (t)
+            self.frame = {t: self.g.tensors[t].size // frames for t in node.inputs + node.outputs}
+            tin, tout = (dataclasses.replace(x, shape=x.shape[1:]) for x in (tin, tout))
+        s["input"], s["output"] = self.tensor(tin.name), self.tensor(tout.name)
         getattr(self, "_" + node.op)(node, tin, tout, s)
+        self.frame = {}
         return s
 
     def _window(self, node, tin, tout):
@@ -267,6 +281,78 @@ class Emitter:
                                         f"{node.layer}: exp(-input_scale * d) in fixed point")
 
 
+    def _embedding(self, node, tin, tout, s):
+        table = node.attrs["int8"]["table"] if self.int8 else node.weights["table"]
+        s["table"] = self.const(node, "table", table,
+                                f"{node.layer}: embedding table (vocab, dim) {table.shape}")
+        s["count"], s["rows"], s["dim"] = tin.size, node.attrs["vocab"], node.attrs["dim"]
+
+    def _rnn(self, node, tin, tout, s):
+        a = node.attrs
+        flags = [f for f, on in (("K2M_RNN_BACKWARDS", a["backwards"]),
+                                 ("K2M_RNN_SEQUENCES", a["sequences"]),
+                                 ("K2M_RNN_REVERSE_OUTPUT", a["reverse_output"]),
+                                 ("K2M_GRU_RESET_AFTER", a["reset_after"])) if on]
+        s["dims"] = f"{a['steps']}, {a['features']}, {a['units']}, {' | '.join(flags) or 0}"
+        s["fn"] = f"k2m_{RNN_FUNCS[a['cell']]}_{'s8' if self.int8 else 'f32'}"
+        s["ptype"] = (f"k2m_{RNN_FUNCS[a['cell']]}_s8_params" if self.int8
+                      else "k2m_rnn_f32_params")
+        s["params"] = self._rnn_int8(node) if self.int8 else self._rnn_f32(node)
+        ctype = "int16_t" if self.int8 else "float"
+        state = rnn_state_elements(node)
+        s["state_ctype"], s["state_elements"] = ctype, state
+        offset = self.plan.offsets[scratch_name(node)]
+        if a["stateful"]:  # kept across calls, outside the arena
+            s["state"], s["zero_state"] = f"{self.p}_state + {self.state_elements}", False
+            self.state_elements += state
+        else:
+            s["state"], s["zero_state"] = f"{self.p.upper()}_TENSOR({ctype}, {offset})", True
+            offset += state * (2 if self.int8 else 4)
+        s["scratch"] = f"{self.p.upper()}_TENSOR({ctype}, {offset})"
+
+    def _rnn_f32(self, node) -> str:
+        a, w = node.attrs, node.weights
+        kernel = self.const(node, "w", w["kernel"].astype(np.float32),
+                            f"{node.layer}: float kernel (gates·units, in) {w['kernel'].shape}")
+        rec = self.const(node, "r", w["recurrent"].astype(np.float32),
+                         f"{node.layer}: float recurrent kernel (gates·units, units) "
+                         f"{w['recurrent'].shape}")
+        parts = [w[k] for k in ("bias", "recurrent_bias") if k in w]
+        bias = self.const(node, "b", np.concatenate(parts).astype(np.float32),
+                          f"{node.layer}: bias" + (", then the recurrent bias"
+                                                   if len(parts) == 2 else "")) if parts else "0"
+        return (f"{kernel}, {rec}, {bias}, {RNN_ACT_ENUMS[a['act']]}, "
+                f"{RNN_ACT_ENUMS[a['rec_act']]}")
+
+    def _rnn_int8(self, node) -> str:
+        q, layer, cell = node.attrs["int8"], node.layer, node.attrs["cell"]
+        c = lambda role, key, what: self.const(node, role, q[key], f"{layer}: {what}")  # noqa: E731
+        weights = ", ".join([
+            c("w", "kernel", f"int8 kernel (gates·units, in) {q['kernel'].shape}"),
+            c("b", "bias", "int32 input bias, input zero point folded in"),
+            c("w_mult", "kernel_multiplier", "Q31 multipliers, input side to pre-activation"),
+            c("w_shift", "kernel_shift", "shifts, input side"),
+            c("r", "recurrent", f"int8 recurrent kernel (gates·units, units) {q['recurrent'].shape}"),
+            c("r_bias", "recurrent_bias", "int32 recurrent bias of the candidate")
+            if q["recurrent_bias"] is not None else "0",
+            c("r_mult", "recurrent_multiplier", "Q31 multipliers, recurrent side"),
+            c("r_shift", "recurrent_shift", "shifts, recurrent side")])
+        luts = ", ".join(self.const(node, f"lut{g}", t, f"{layer}: gate {g} activation, "
+                                    f"513-point int16 table")
+                         for g, t in enumerate(q["luts"]))
+        pair = lambda key: "{" + f"{q[key][0]}, {q[key][1]}" + "}"  # noqa: E731
+        tail = f"{pair('h_to_output')}, {q['output_offset']}"
+        if cell == "simple":
+            return f"{{{weights}}}, {luts}, {tail}"
+        if cell == "lstm":
+            cell_lut = self.const(node, "cell_lut", q["cell_lut"],
+                                  f"{layer}: activation of the cell state, 513-point table")
+            return (f"{{{weights}}}, {{{luts}}}, {cell_lut}, {pair('forget')}, "
+                    f"{pair('input')}, {pair('output_gate')}, {tail}")
+        return (f"{{{weights}}}, {{{luts}}}, {pair('reset')}, {pair('keep')}, "
+                f"{pair('update')}, {q['one']}, {tail}")
+
+
 def c_ident(name: str) -> str:
     out = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
     return out if out and not out[0].isdigit() else "_" + out
@@ -282,19 +368,28 @@ def prepare(graph, plan: Plan, prefix: str, model_name: str) -> dict:
         rows = []
         for k, t in enumerate(graph.tensors[n] for n in names):
             q = graph.boundary_quant.get(t.name, t.quant)
+            real = int8 and t.dtype != "int32"  # indices are whole numbers, no scale
             rows.append({"index": k, "size": t.size, "shape": t.shape,
-                         "offset": plan.offsets[t.name],
-                         "scale": c_float(q.scale) if int8 else "1.0f",
-                         "zero_point": q.zero_point if int8 else 0})
+                         "offset": plan.offsets[t.name], "ctype": TENSOR_CTYPES[t.dtype],
+                         "scale": c_float(q.scale) if real else "1.0f",
+                         "zero_point": q.zero_point if real else 0})
         return rows
+    inputs = boundary(graph.inputs)
+    input_types = {t["ctype"] for t in inputs}
+    runtime = set(RUNTIME_ALWAYS)
+    for n in graph.nodes:
+        files = RUNTIME_FOR_OP.get(n.op, ())
+        runtime.update((files,) if isinstance(files, str) else files)
     return {
+        "input_type": input_types.pop() if len(input_types) == 1 else "void",
+        "state_elements": em.state_elements,
+        "state_ctype": "int16_t" if int8 else "float",
         "p": prefix, "P": prefix.upper(), "model_name": model_name, "dtype": graph.dtype,
-        "inputs": boundary(graph.inputs), "outputs": boundary(graph.outputs),
+        "inputs": inputs, "outputs": boundary(graph.outputs),
         "arena_bytes": plan.arena_bytes, "weight_bytes": sum(a["nbytes"] for a in em.arrays),
         "raw_type": "int8_t" if int8 else "float",
         "steps": steps, "arrays": em.arrays, "runtime_dir": RUNTIME_DIR,
-        "runtime_files": sorted(set(RUNTIME_ALWAYS) | {RUNTIME_FOR_OP[n.op] for n in graph.nodes
-                                                       if n.op in RUNTIME_FOR_OP}),
+        "runtime_files": sorted(runtime),
     }
 
 

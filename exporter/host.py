@@ -4,6 +4,7 @@
     y = model.predict(x)          # x: (N,) + input shape, float
     raw = model.invoke(x_int8)    # raw int8 (or float) in and out
     ys = model.predict_multi([x0, x1])   # several inputs/outputs: lists
+    model.reset_state()           # stateful recurrent models: a new sequence
 
 Used by the tests and offered to users for their own parity tests.
 """
@@ -38,18 +39,29 @@ class HostModel:
         self.input_size, self.output_size = first_in["size"], first_out["size"]
         self.input_scale, self.input_zero_point = first_in["scale"], first_in["zero_point"]
         self.output_scale, self.output_zero_point = first_out["scale"], first_out["zero_point"]
+        self.input_ctypes = [t["ctype"] for t in header["inputs"]]
+        self.stateful = header["stateful"]
         self._predict = getattr(lib, f"{prefix}_predict_multi")
         self._invoke = getattr(lib, f"{prefix}_invoke_multi")
 
-    def _call(self, fn, name, xs, dtype, ctype):
-        xs = [np.ascontiguousarray(np.asarray(x, dtype=dtype).reshape(-1, n))
-              for x, n in zip(xs, self.input_sizes)]
+    def reset_state(self) -> None:
+        """Zero a stateful model's recurrent state (PREFIX_reset_state); each
+        predict/invoke sample otherwise continues from the previous one."""
+        if self.stateful:
+            getattr(self.lib, f"{self.prefix}_reset_state")()
+
+    def _call(self, fn, name, xs, dtype, ctype, in_types=None):
+        in_types = in_types or [(dtype, ctype)] * len(xs)
+        xs = [np.ascontiguousarray(np.asarray(x, dtype=t).reshape(-1, n))
+              for x, n, (t, _) in zip(xs, self.input_sizes, in_types)]
         if len(xs) != len(self.input_sizes) or len({len(x) for x in xs}) != 1:
             raise ValueError(f"{self.prefix} takes {len(self.input_sizes)} inputs with the "
                              f"same number of samples")
         outs = [np.empty((len(xs[0]), n), dtype) for n in self.output_sizes]
         for i in range(len(xs[0])):
-            ins = [self.ffi.from_buffer(ctype, x[i]) for x in xs]
+            ins = [self.ffi.from_buffer(c, x[i]) for x, (_, c) in zip(xs, in_types)]
+            if self.input_ctypes and len(set(self.input_ctypes)) > 1:  # void *input[]
+                ins = [self.ffi.cast("void *", p) for p in ins]
             res = [self.ffi.from_buffer(ctype, o[i]) for o in outs]
             rc = fn(ins, res)
             if rc != 0:
@@ -63,7 +75,10 @@ class HostModel:
     def invoke_multi(self, xs) -> list:
         """Raw in, raw out (int8 for an int8 model, float for a float model)."""
         raw = (np.int8, "int8_t[]") if self.dtype == "int8" else (np.float32, "float[]")
-        return self._call(self._invoke, "invoke_multi", xs, *raw)
+        types = {"int8_t": (np.int8, "int8_t[]"), "float": (np.float32, "float[]"),
+                 "int32_t": (np.int32, "int32_t[]")}
+        return self._call(self._invoke, "invoke_multi", xs, *raw,
+                          in_types=[types[c] for c in self.input_ctypes])
 
     def predict(self, x) -> np.ndarray:
         return self.predict_multi([x])[0]
@@ -94,12 +109,18 @@ def read_header(path: Path, prefix: str) -> dict:
         return cast(m.group(1).rstrip("f"))
 
     values = {"ARENA_BYTES": define("ARENA_BYTES"),
-              "dtype": "int8" if f"typedef int8_t {prefix}_input_t" in text else "float32"}
+              "dtype": "int8" if f"typedef int8_t {prefix}_output_t" in text else "float32",
+              "stateful": f"void {prefix}_reset_state(void);" in text}
+    input_type = re.search(rf"typedef (\w+) {re.escape(prefix)}_input_t;", text)
+    values["input_type"] = input_type.group(1) if input_type else "float"
     for role in ("INPUT", "OUTPUT"):
         values[role.lower() + "s"] = [
             {"size": define(f"{role}{k}_SIZE"), "scale": define(f"{role}{k}_SCALE", float),
              "zero_point": define(f"{role}{k}_ZERO_POINT")}
             for k in range(define(f"NUM_{role}S"))]
+        for k, t in enumerate(values[role.lower() + "s"]):
+            m = re.search(rf"typedef (\w+) {re.escape(prefix)}_{role.lower()}{k}_t;", text)
+            t["ctype"] = m.group(1) if m else ("int8_t" if values["dtype"] == "int8" else "float")
         first = values[role.lower() + "s"][0]
         values.update({f"{role}_SIZE": first["size"], f"{role}_SCALE": first["scale"],
                        f"{role}_ZERO_POINT": first["zero_point"]})
@@ -137,8 +158,9 @@ def load(out_dir, prefix: str | None = None, build_dir=None,
     ctype = "int8_t" if header["dtype"] == "int8" else "float"
     ffi = cffi.FFI()
     ffi.cdef(f"""
-        typedef {ctype} {prefix}_input_t;
-        typedef {ctype} {prefix}_output_t;
+        typedef {header["input_type"]} {prefix}_input_t;
+        typedef {ctype} {prefix}_output_t;""" + (
+        f"void {prefix}_reset_state(void);" if header["stateful"] else "") + f"""
         int {prefix}_predict_multi(const float *const input[], float *const output[]);
         int {prefix}_invoke_multi(const {prefix}_input_t *const input[],
                                   {prefix}_output_t *const output[]);

@@ -213,6 +213,88 @@ def reshape(node, x):
     return x
 
 
+def embedding(node, x):
+    from .quantize import round_away  # the C's rounding of float indices
+    index = np.clip(round_away(x), 0, node.attrs["vocab"] - 1).astype(np.int64)
+    return node.weights["table"].astype(np.float64)[index]
+
+
+RNN_ACTS = {"tanh": np.tanh, "sigmoid": _sigmoid, "relu": lambda x: np.maximum(x, 0.0),
+            "hard_sigmoid": lambda x: np.clip(x + 3.0, 0.0, 6.0) / 6.0,
+            "linear": lambda x: x}
+
+
+def rnn(node, x, probes=None):
+    """Keras's SimpleRNN/LSTM/GRU cell equations over the sequence, from a
+    zero state.  `probes`, if given, receives the internal values the int8
+    kernels hold in int16 (gate pre-activations, gates, cell state...), keyed
+    by name, for calibration."""
+    a, w = node.attrs, node.weights
+    steps, units = a["steps"], a["units"]
+    act, rec = RNN_ACTS[a["act"]], RNN_ACTS[a["rec_act"]]
+    x = np.asarray(x, np.float64).reshape(len(x), steps, a["features"])
+    kernel, recurrent = w["kernel"].astype(np.float64), w["recurrent"].astype(np.float64)
+    bias = w.get("bias", np.zeros(len(kernel))).astype(np.float64)
+    rbias = w.get("recurrent_bias", np.zeros(len(kernel))).astype(np.float64)
+    h = np.zeros((len(x), units))
+    c = np.zeros_like(h)
+    seen: dict = {}
+    outs = []
+
+    def probe(key, v):
+        seen.setdefault(key, []).append(v)
+
+    for s in range(steps):
+        xs = x[:, steps - 1 - s if a["backwards"] else s]
+        zx = xs @ kernel.T + bias
+        if a["cell"] == "simple":
+            pre = zx + h @ recurrent.T
+            probe("pre0", pre)
+            h = act(pre)
+        elif a["cell"] == "lstm":
+            pre = zx + h @ recurrent.T
+            gates = []
+            for g, f in enumerate((rec, rec, act, rec)):
+                p = pre[:, g * units:(g + 1) * units]
+                probe(f"pre{g}", p)
+                gates.append(f(p))
+                probe(f"gate{g}", gates[-1])
+            i, f, g, o = gates
+            c = f * c + i * g
+            probe("c", c)
+            cell = act(c)
+            probe("cell", cell)
+            h = o * cell
+        else:
+            u = units
+            zh = h @ recurrent.T + rbias
+            z = rec(zx[:, :u] + zh[:, :u])
+            r = rec(zx[:, u:2 * u] + zh[:, u:2 * u])
+            probe("pre0", zx[:, :u] + zh[:, :u])
+            probe("pre1", zx[:, u:2 * u] + zh[:, u:2 * u])
+            probe("gate0", z)
+            probe("gate1", r)
+            if a["reset_after"]:
+                probe("q", zh[:, 2 * u:])
+                pre = zx[:, 2 * u:] + r * zh[:, 2 * u:]
+            else:
+                probe("rh", r * h)
+                pre = zx[:, 2 * u:] + (r * h) @ recurrent[2 * u:].T
+            probe("pre2", pre)
+            hh = act(pre)
+            probe("gate2", hh)
+            h = z * h + (1.0 - z) * hh
+        probe("h", h)
+        outs.append(h)
+    if probes is not None:
+        probes.update({k: np.stack(v) for k, v in seen.items()})
+    if not a["sequences"]:
+        return h
+    if a["reverse_output"]:
+        outs = outs[::-1]
+    return np.stack(outs, axis=1)
+
+
 identity = reshape
 
 mean = avg_pool
@@ -221,19 +303,36 @@ RUN = {"conv2d": conv2d, "depthwise_conv2d": depthwise_conv2d, "conv3d": conv3d,
        "max_pool3d": max_pool3d, "avg_pool3d": avg_pool3d, "dense": dense, "max_pool": max_pool, "avg_pool": avg_pool, "mean": mean,
        "activation": activation, "add": add, "binary": binary, "copy": copy, "prelu": prelu,
        "resize_bilinear": resize_bilinear, "softmax": softmax, "reshape": reshape,
-       "identity": identity}
+       "identity": identity, "embedding": embedding, "rnn": rnn}
 
 
-def run(graph, xs) -> dict:
+def run_node(node, inputs: list, frame_shapes, probes=None):
+    """One node on a batch; a TimeDistributed node runs on every frame as if
+    frames were samples."""
+    batch = len(inputs[0])
+    if node.attrs.get("frames"):
+        inputs = [v.reshape((batch * node.attrs["frames"],) + shape)
+                  for v, shape in zip(inputs, frame_shapes)]
+    if node.op == "rnn":
+        return rnn(node, *inputs, probes=probes)
+    return RUN[node.op](node, *inputs)
+
+
+def run(graph, xs, probes: dict | None = None) -> dict:
     """All tensors for a batch of model inputs (batch axis first): one array,
-    or a list with one array per model input."""
+    or a list with one array per model input.  `probes` receives each
+    recurrent node's internal values, keyed "<node>/<value>"."""
     xs = xs if isinstance(xs, (list, tuple)) else [xs]
     values = {name: np.asarray(x, dtype=np.float64) for name, x in zip(graph.inputs, xs)}
     for name, (a, b) in graph.input_affine.items():  # folded into the input's int8
         values[name] = a * values[name] + b
     x = xs[0]
     for node in graph.nodes:
-        y = RUN[node.op](node, *[values[t] for t in node.inputs])
+        frame_shapes = [graph.tensors[t].shape[1:] for t in node.inputs]
+        inner = {} if probes is not None and node.op == "rnn" else None
+        y = run_node(node, [values[t] for t in node.inputs], frame_shapes, inner)
+        for key, v in (inner or {}).items():
+            probes[f"{node.name}/{key}"] = v
         shape = graph.tensors[node.outputs[0]].shape
         values[node.outputs[0]] = np.asarray(y).reshape((x.shape[0],) + shape)
     return values

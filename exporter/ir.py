@@ -80,6 +80,8 @@ OPS = {
     "resize_bilinear": False,
     "reshape": True,
     "identity": True,
+    "rnn": False,
+    "embedding": False,
 }
 
 

@@ -43,12 +43,28 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
+RNN_SCRATCH = {"simple": 1, "lstm": 4, "gru": 4}  # x units, K2M_*_SCRATCH in k2m.h
+RNN_STATE = {"simple": 1, "lstm": 2, "gru": 1}
+
+
+def rnn_state_elements(node) -> int:
+    """h (and an LSTM's c), int16 in int8 models, float in float ones."""
+    return RNN_STATE[node.attrs["cell"]] * node.attrs["units"]
+
+
 def scratch_bytes(graph, node) -> int:
     """Working memory a kernel needs during its node (k2m.h): the int8
-    conv's im2col buffer, two int16 columns of k_h·k_w·in_c."""
+    conv's im2col buffer, two int16 columns of k_h·k_w·in_c; a recurrent
+    layer's gates, and its state unless the layer is stateful (the state
+    then lives outside the arena, across calls)."""
     if node.op == "conv2d" and graph.dtype == "int8":
         kh, kw = node.attrs["kernel"]
         return 4 * kh * kw * graph.tensors[node.inputs[0]].shape[-1]
+    if node.op == "rnn":
+        elements = RNN_SCRATCH[node.attrs["cell"]] * node.attrs["units"]
+        if not node.attrs["stateful"]:
+            elements += rnn_state_elements(node)
+        return elements * (2 if graph.dtype == "int8" else 4)
     return 0
 
 

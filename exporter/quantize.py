@@ -93,8 +93,9 @@ def calibrate(graph, samples) -> dict:
     ranges: dict = {}
     total, started, shown = -(-len(samples[0]) // CHUNK), time.monotonic(), False
     for k, start in enumerate(range(0, len(samples[0]), CHUNK)):
-        values = interpret.run(graph, [s[start:start + CHUNK] for s in samples])
-        for name, v in values.items():
+        probes: dict = {}
+        values = interpret.run(graph, [s[start:start + CHUNK] for s in samples], probes)
+        for name, v in {**values, **probes}.items():
             lo, hi = float(v.min()), float(v.max())
             old = ranges.get(name, (lo, hi))
             ranges[name] = (min(old[0], lo), max(old[1], hi))
@@ -105,12 +106,16 @@ def calibrate(graph, samples) -> dict:
 def quantize(graph, samples):
     ranges = calibrate(graph, samples)
     for name in graph.inputs:
-        graph.tensors[name].quant = activation_quant(*ranges[name])
+        t = graph.tensors[name]  # Embedding indices stay whole numbers
+        t.quant = Quant(1.0, 0) if t.dtype == "int32" else activation_quant(*ranges[name])
     for t in graph.tensors.values():
-        t.dtype = "int8"
+        t.dtype = "int32" if t.dtype == "int32" else "int8"
     for node in graph.nodes:
         tin = graph.tensors[node.inputs[0]]
         tout = graph.tensors[node.outputs[0]]
+        if node.op in SPECIAL:
+            node.attrs["int8"] = SPECIAL[node.op](node, tin, tout, ranges)
+            continue
         if feeds_wide_reader(graph, node):
             tout.dtype, tout.quant = "int16", int16_quant(*ranges[tout.name])
         else:
@@ -297,6 +302,25 @@ def softmax_table(node, tin, tout) -> dict:
     table = round_away(np.exp(-qin.scale * np.arange(256)) * top)
     return {"exp_table": table.astype(np.uint32)}
 
+
+def embedding_params(node, tin, tout, ranges) -> dict:
+    """The table is quantized with the output's parameters, taken from the
+    whole table (not from the rows calibration happened to look up), so
+    every row is exact to half a step and rows copy unchanged."""
+    table = node.weights["table"].astype(np.float64)
+    tout.quant = activation_quant(float(table.min()), float(table.max()))
+    q = np.clip(round_away(table / tout.quant.scale) + tout.quant.zero_point, -128, 127)
+    return {"table": q.astype(np.int8)}
+
+
+def rnn_params(node, tin, tout, ranges) -> dict:
+    from . import quantize_recurrent
+    tout.quant = activation_quant(*ranges[tout.name])
+    return quantize_recurrent.params(node, tin.quant, tout.quant, ranges)
+
+
+# Ops whose quantization needs more than their input/output ranges.
+SPECIAL = {"embedding": embedding_params, "rnn": rnn_params}
 
 PARAMS = {"conv2d": weighted, "depthwise_conv2d": weighted, "conv3d": weighted,
           "dense": weighted, "max_pool3d": pooled, "avg_pool3d": pooled, "max_pool": pooled,

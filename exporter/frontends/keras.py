@@ -184,6 +184,12 @@ def to_graph(model, name: str):
                     f"{theirs} but the exporter computed {ours}; please report this")
             known[id(kt)] = out
     graph.outputs = [known[id(t)] for t in f.outputs]
+    for name in graph.inputs:
+        if graph.tensors[name].dtype == "int32" and any(
+                n.op != "embedding" for n in graph.consumers(name)):
+            raise UnsupportedModelError(
+                f"model input '{name}' feeds an Embedding and other layers; integer "
+                f"indices can only be read by Embedding layers")
     return graph, infos
 
 
@@ -192,4 +198,5 @@ def load(path: str):
 
 
 # Importing the handler modules registers their layer classes.
-from . import layers_conv, layers_core, layers_merge, layers_pool  # noqa: E402,F401
+from . import (layers_conv, layers_core, layers_merge, layers_pool,  # noqa: E402,F401
+               layers_recurrent)

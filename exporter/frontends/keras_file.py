@@ -20,6 +20,10 @@ ADVICE = {
     "Lambda": "a Lambda holds Python code, which the exporter never runs; "
               "rewrite it with built-in layers",
     "TFOpLambda": "a raw TensorFlow op; rewrite it with built-in Keras layers",
+    "Masking": "the exporter runs masking-free sequences; remove Masking and feed "
+               "sequences of the model's fixed length",
+    "ConvLSTM1D": "not supported; use Conv1D/Conv2D with TimeDistributed, then an LSTM",
+    "ConvLSTM2D": "not supported; use Conv1D/Conv2D with TimeDistributed, then an LSTM",
 }
 
 CONTAINERS = {"Sequential", "Functional", "Model"}
@@ -88,8 +92,9 @@ def iter_layers(config):
         return
     name = inner.get("name") or config.get("name") or "?"  # functional entries hold it outside
     yield str(name), str(cls), config.get("module"), inner
-    if isinstance(inner.get("layer"), dict):  # wrappers hold another layer
-        yield from iter_layers(inner["layer"])
+    for key in ("layer", "backward_layer"):  # wrappers hold other layers
+        if isinstance(inner.get(key), dict):
+            yield from iter_layers(inner[key])
 
 
 def is_builtin(module) -> bool:
@@ -138,7 +143,7 @@ def check_supported(config: dict, supported: set) -> None:
         builtin = is_builtin(module)
         if cls == "InputLayer" or (cls in supported and builtin):
             custom = list(custom_objects(
-                {k: v for k, v in inner.items() if k not in ("layer", "layers")}))
+                {k: v for k, v in inner.items() if k not in ("layer", "layers", "backward_layer")}))
             if custom:
                 bad.append(f"'{name}' ({cls} with custom objects, whose code the exporter "
                            f"never runs: {', '.join(custom)})")
