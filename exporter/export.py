@@ -116,6 +116,7 @@ def _export(model_or_path, out_dir, tmp, target, dtype, calibration_data, name,
     report = build_report(graph, infos, plan, emission["arrays"], prefix, model_name,
                           dtype, target)
     report.graph = graph
+    report.state_bytes = emission["state_elements"] * (2 if graph.dtype == "int8" else 4)
     check_budget(report, flash_kb, ram_kb)
     if out_dir is not None:
         write_atomically(out_dir, lambda folder: codegen.write(emission, folder), tmp)

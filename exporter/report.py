@@ -32,6 +32,7 @@ class Report:
     infos: list = field(default_factory=list)         # validate.LayerInfo
     warnings: list = field(default_factory=list)
     arena_bytes: int = 0
+    state_bytes: int = 0       # stateful recurrent layers' state, outside the arena
     weight_bytes: int = 0
     peak_tensors: list = field(default_factory=list)
     quantization: dict = field(default_factory=dict)  # tensor -> (scale, zero point)
@@ -56,7 +57,8 @@ class Report:
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines.append(f"total: {self.params} params, {self.macs} MACs, "
                      f"{self.weight_bytes} B weights (flash), {self.arena_bytes} B arena (RAM), "
-                     f"{self.dtype}")
+                     + (f"{self.state_bytes} B recurrent state (RAM), " if self.state_bytes else "")
+                     + f"{self.dtype}")
         if self.peak_tensors:
             lines.append("arena peak while live: " + ", ".join(self.peak_tensors))
         return "\n".join(lines)
@@ -67,7 +69,8 @@ class Report:
     def to_dict(self) -> dict:
         return {"model": self.model_name, "prefix": self.prefix, "dtype": self.dtype,
                 "target": self.target, "params": self.params, "macs": self.macs,
-                "arena_bytes": self.arena_bytes, "weight_bytes": self.weight_bytes,
+                "arena_bytes": self.arena_bytes, "state_bytes": self.state_bytes,
+                "weight_bytes": self.weight_bytes,
                 "warnings": list(self.warnings),
                 "layers": [r.__dict__ | {"output_shape": list(r.output_shape)} for r in self.layers]}
 
@@ -98,9 +101,11 @@ def check_budget(report: Report, flash_kb, ram_kb) -> None:
         over.append(f"flash: {report.weight_bytes} B of weights > {flash_kb} KB "
                     f"({flash_kb * 1024} B); largest: "
                     + ", ".join(f"{r.name} {r.weight_bytes} B" for r in top))
-    if ram_kb is not None and report.arena_bytes > ram_kb * 1024:
+    ram = report.arena_bytes + report.state_bytes
+    if ram_kb is not None and ram > ram_kb * 1024:
         top = sorted(report.layers, key=lambda r: -r.live_bytes)[:3]
-        over.append(f"RAM: {report.arena_bytes} B of arena > {ram_kb} KB "
+        state = f" + {report.state_bytes} B of recurrent state" if report.state_bytes else ""
+        over.append(f"RAM: {report.arena_bytes} B of arena{state} > {ram_kb} KB "
                     f"({ram_kb * 1024} B); largest live sets at: "
                     + ", ".join(f"{r.name} {r.live_bytes} B" for r in top))
     if over:

@@ -75,7 +75,7 @@ def check_tools(qemu: bool = True) -> None:
 
 
 def _c_value(v, dtype) -> str:
-    if dtype == np.int8:
+    if dtype in (np.int8, np.int32):
         return str(int(v))
     f = float(np.float32(v))
     if not np.isfinite(f):
@@ -165,10 +165,12 @@ def parse_outputs(text: str, count: int, output_size: int, dtype) -> np.ndarray:
 
 def run_on_qemu(out_dir, raw_inputs, prefix: str | None = None, build_dir=None,
                 timeout: float = 120) -> np.ndarray:
-    """Run raw inputs (int8 for an int8 model, float32 for a float model; shape
-    (N, INPUT_SIZE) or (N,) + input shape) through PREFIX_invoke on QEMU and
-    return the raw outputs, shape (N, OUTPUT_SIZE), exactly as the M4 computed
-    them (int8, or float32 bit for bit)."""
+    """Run raw inputs (int8 for an int8 model, float32 for a float model,
+    int32 indices for an Embedding model; shape (N, INPUT_SIZE) or (N,) +
+    input shape) through PREFIX_invoke on QEMU and return the raw outputs,
+    shape (N, OUTPUT_SIZE), exactly as the M4 computed them (int8, or float32
+    bit for bit).  A stateful model's state starts at zero in each firmware
+    run and carries over from one vector to the next."""
     check_tools()
     out_dir = Path(out_dir).resolve()
     if not out_dir.is_dir():
@@ -183,7 +185,11 @@ def run_on_qemu(out_dir, raw_inputs, prefix: str | None = None, build_dir=None,
         raise ExportError(f"raw inputs of shape {raw.shape} do not split into rows of "
                           f"{prefix}_INPUT_SIZE = {n_in} elements")
     raw = raw.reshape(-1, n_in)
-    if dtype == "int8":
+    if header["inputs"][0]["ctype"] == "int32_t":  # Embedding indices
+        if raw.dtype.kind not in "iu" or (raw.size and (raw.min() < -2**31 or raw.max() >= 2**31)):
+            raise ExportError(f"{prefix} takes int32 indices: pass whole numbers")
+        raw = raw.astype(np.int32)
+    elif dtype == "int8":
         if raw.dtype.kind not in "iu" or (raw.size and (raw.min() < -128 or raw.max() > 127)):
             raise ExportError(f"{prefix} is an int8 model: pass raw int8 inputs (quantize "
                               f"floats with the input scale and zero point first)")

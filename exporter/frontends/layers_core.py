@@ -22,7 +22,9 @@ def dense(ctx):
                     c_layout=(units, fin), c_dims=("out", "in"),
                     params=kernel.size + (0 if bias is None else bias.size),
                     macs=batches * fin * units)
-    validate.dense_nd_warning(info)
+    producer = ctx.graph.producer(ctx.inputs[0])
+    if producer is None or producer.op not in ("rnn", "embedding"):  # per step is the point there
+        validate.dense_nd_warning(info)
     return ctx.add_then_activation("dense", ctx.inputs, out_shape, {"clamp": clamp}, weights, func)
 
 
