@@ -187,9 +187,10 @@ def models(keras, tmp_path_factory):
     keras.Model(inp, L.Dense(2)(L.Flatten()(x))).save(d / "lambda.keras")
 
     inp = keras.Input((10, 4))
-    x = L.LSTM(8, return_sequences=True, name="my_lstm")(inp)
-    x = L.GRU(8, return_sequences=True, name="my_gru")(x)
-    x = L.Bidirectional(L.LSTM(4, return_sequences=True, name="inner_lstm"), name="my_bidi")(x)
+    x = L.Masking(name="my_mask")(inp)
+    x = L.LSTM(8, return_sequences=True, name="my_lstm")(x)
+    x = L.Bidirectional(L.GRU(4, return_sequences=True, name="inner_gru"), name="my_bidi")(x)
+    x = L.LayerNormalization(name="my_norm")(x)
     x = L.Lambda(lambda t: t + 1.0, name="plus_one")(x)
     x = L.Flatten()(x)
     keras.Model(inp, L.Dense(2, name="out")(x)).save(d / "many.keras")
@@ -200,9 +201,19 @@ def models(keras, tmp_path_factory):
     keras.Model(inp, L.Dense(2)(inner(inp))).save(d / "nested.keras")
 
     inp = keras.Input((5,), dtype="int32")
-    x = L.Embedding(20, 4, name="emb")(inp)
+    x = L.Embedding(20, 4, mask_zero=True, name="emb")(inp)
     x = L.SimpleRNN(4, name="rnn")(x)
-    keras.Model(inp, L.Dense(2)(x)).save(d / "embedding_rnn.keras")
+    keras.Model(inp, L.Dense(2)(x)).save(d / "embedding_masked.keras")
+
+    # Recurrent layers the C cannot reproduce, or not in int8.
+    inp = keras.Input((10, 4))
+    out, _, _ = L.LSTM(4, return_state=True, name="with_states")(inp)
+    keras.Model(inp, L.Dense(2)(out)).save(d / "return_state.keras")
+    inp = keras.Input((10, 4))
+    halves = L.Bidirectional(L.GRU(4), merge_mode=None, name="bidi_none")(inp)
+    keras.Model(inp, halves).save(d / "bidi_none.keras")
+    keras.Sequential([keras.Input((10, 4)), L.LSTM(600, name="wide_lstm")]).save(d / "wide_lstm.keras")
+    np.save(d / "cal_seq.npy", rng.normal(size=(4, 10, 4)).astype(np.float32))
 
     # Custom layers, from a module of "user code" that writes a marker if run.
     (d / "userlib").mkdir()
@@ -409,8 +420,7 @@ def _(m, cwd):
 @case("many-unsupported-layers-in-one-message")
 def _(m, cwd):
     return Spec([m / "many.keras", "--dtype", "float32", "-o", cwd / "out"], 3,
-                ("my_lstm", "LSTM", "my_gru", "GRU", "my_bidi", "Bidirectional",
-                 "plus_one", "Lambda"))
+                ("my_mask", "Masking", "my_norm", "LayerNormalization", "plus_one", "Lambda"))
 
 
 @case("lambda-in-nested-model")
@@ -419,10 +429,29 @@ def _(m, cwd):
                 ("nested_neg", "Lambda"))
 
 
-@case("embedding-and-simple-rnn")
+@case("embedding-mask-zero")
 def _(m, cwd):
-    return Spec([m / "embedding_rnn.keras", "--dtype", "float32", "-o", cwd / "out"], 3,
-                ("emb", "Embedding", "rnn", "SimpleRNN"))
+    return Spec([m / "embedding_masked.keras", "--dtype", "float32", "-o", cwd / "out"], 3,
+                ("emb", "Embedding", "mask_zero"))
+
+
+@case("lstm-return-state")
+def _(m, cwd):
+    return Spec([m / "return_state.keras", "--dtype", "float32", "-o", cwd / "out"], 3,
+                ("with_states", "LSTM", "return_state"))
+
+
+@case("bidirectional-merge-mode-none")
+def _(m, cwd):
+    return Spec([m / "bidi_none.keras", "--dtype", "float32", "-o", cwd / "out"], 3,
+                ("bidi_none", "Bidirectional", "merge_mode"))
+
+
+@case("int8-lstm-over-512-units")
+def _(m, cwd):
+    return Spec([m / "wide_lstm.keras", "--calibration", m / "cal_seq.npy", "--flash-kb", "4096",
+                 "-o", cwd / "out"],
+                3, ("wide_lstm", "LSTM", "512", "float32"))
 
 
 def _custom(model_file: str, names: tuple):

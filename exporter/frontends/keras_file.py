@@ -22,6 +22,9 @@ ADVICE = {
     "TFOpLambda": "a raw TensorFlow op; rewrite it with built-in Keras layers",
     "Masking": "the exporter runs masking-free sequences; remove Masking and feed "
                "sequences of the model's fixed length",
+    "NotEqual": "a comparison op, which Keras adds for Embedding(mask_zero=True) masks; "
+                "the exporter runs masking-free sequences",
+    "RNN": "a generic RNN around a cell; use the LSTM, GRU or SimpleRNN layer instead",
     "ConvLSTM1D": "not supported; use Conv1D/Conv2D with TimeDistributed, then an LSTM",
     "ConvLSTM2D": "not supported; use Conv1D/Conv2D with TimeDistributed, then an LSTM",
 }
@@ -141,6 +144,10 @@ def check_supported(config: dict, supported: set) -> None:
             raise ExportError("the model config lists something that is not a layer; "
                               "the file is damaged or not written by Keras")
         builtin = is_builtin(module)
+        if cls == "Embedding" and inner.get("mask_zero"):
+            bad.append(f"'{name}' (Embedding with mask_zero=True: the exporter runs "
+                       f"masking-free sequences; train without mask_zero)")
+            continue
         if cls == "InputLayer" or (cls in supported and builtin):
             custom = list(custom_objects(
                 {k: v for k, v in inner.items() if k not in ("layer", "layers", "backward_layer")}))
