@@ -3,6 +3,7 @@ Cortex-M4 with arm-none-eabi-gcc, and links with a user's app.c exactly as
 DESIGN.md says: cc -std=c99 -O2 -I OUTDIR $(find OUTDIR -name '*.c') app.c -lm."""
 import subprocess
 
+import numpy as np
 import pytest
 
 from conftest import ARM_FLAGS, compile_strict, require_tool
@@ -21,13 +22,32 @@ int main(void) {{
 """
 
 
-@pytest.fixture(scope="module", params=["int8", "float32"])
-def emitted(request, digits_cnn, digits, tmp_path_factory):
+def sequence_model(keras, path):
+    """Every sequence feature in one model: int32 Embedding input, a
+    Bidirectional LSTM, a stateful GRU (PREFIX_reset_state and the static
+    state block), TimeDistributed, SimpleRNN, softmax head."""
+    L = keras.layers
+    inp = keras.Input(batch_shape=(1, 12), dtype="int32")
+    x = L.Embedding(30, 8)(inp)
+    x = L.Bidirectional(L.LSTM(6, return_sequences=True))(x)
+    x = L.GRU(5, reset_after=False, return_sequences=True, stateful=True)(x)
+    x = L.TimeDistributed(L.Dense(4, activation="relu"))(x)
+    x = L.SimpleRNN(3)(x)
+    keras.Model(inp, L.Dense(10, activation="softmax")(x)).save(path)
+    return np.random.default_rng(0).integers(0, 30, size=(20, 12)).astype(np.float32)
+
+
+@pytest.fixture(scope="module", params=["cnn-int8", "cnn-float32", "seq-int8", "seq-float32"])
+def emitted(request, keras, digits_cnn, digits, tmp_path_factory):
     from exporter import export_model
-    _, paths, _ = digits_cnn
-    out = tmp_path_factory.mktemp("emit") / request.param
-    export_model(paths["h5"], out, dtype=request.param, calibration_data=digits[0][:50],
-                 name="cnn")
+    kind, dtype = request.param.split("-")
+    out = tmp_path_factory.mktemp("emit") / dtype
+    if kind == "cnn":
+        path, cal = digits_cnn[1]["h5"], digits[0][:50]
+    else:
+        path = out.parent / "seq.keras"
+        cal = sequence_model(keras, path)
+    export_model(path, out, dtype=dtype, calibration_data=cal, name="cnn")
     return out
 
 

@@ -155,3 +155,19 @@ int m_predict(const float *in, float *out) { out[0] = (float)hook((int)in[0]); r
     assert any("rec" in f for f in r["recursive"]), r["recursive"]
     assert "m_predict" in r["unresolved"], r["unresolved"]
     assert r["invoke"] > 0 and r["predict"] is not None
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
+def test_sequence_model_stack_bounded(arm_gcc, keras, tmp_path, dtype):
+    """The recurrent, embedding and TimeDistributed kernels stay within the
+    bound too (their gates live in the arena, never on the stack)."""
+    from exporter import export_model
+    from exporter.stack import stack_usage
+    from test_compile import sequence_model
+    cal = sequence_model(keras, tmp_path / "seq.keras")
+    export_model(tmp_path / "seq.keras", tmp_path / dtype, dtype=dtype, calibration_data=cal)
+    r = stack_usage(tmp_path / dtype)
+    check_bounded(r)
+    suffix = "s8" if dtype == "int8" else "f32"
+    assert {f"k2m_lstm_{suffix}", f"k2m_gru_{suffix}", f"k2m_simple_rnn_{suffix}",
+            f"k2m_embedding_{suffix}"} <= set(r["functions"])
