@@ -115,3 +115,22 @@ def load_all(source, input_shapes: list) -> list:
     if len({len(a) for a in out}) != 1:
         raise ExportError("the calibration arrays of the inputs hold different numbers of samples")
     return out
+
+
+def check_indices(graph, samples: list, source, what: str = "calibration") -> None:
+    """Samples of an input read by an Embedding must be token indices: whole
+    numbers inside the vocabulary.  Anything else calibrates the model on
+    rows it will never see (the C clamps out-of-range indices)."""
+    for name, data in zip(graph.inputs, samples):
+        readers = [n for n in graph.consumers(name) if n.op == "embedding"]
+        if not readers:
+            continue
+        vocab = min(n.attrs["vocab"] for n in readers)
+        where = f"{what} file '{source}'" if is_path(source) else f"the {what} data"
+        if np.any(data != np.round(data)):
+            raise ExportError(f"{where}: the samples of input '{name}' feed an Embedding but "
+                              f"are not whole numbers; pass token indices")
+        if data.min() < 0 or data.max() >= vocab:
+            raise ExportError(f"{where}: the samples of input '{name}' hold indices from "
+                              f"{int(data.min())} to {int(data.max())}, outside the "
+                              f"Embedding's vocabulary [0, {vocab})")

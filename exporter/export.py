@@ -98,7 +98,9 @@ def _export(model_or_path, out_dir, tmp, target, dtype, calibration_data, name,
             flash_kb, ram_kb, check_samples) -> Report:
     graph, infos, prefix, model_name = lower(model_or_path, name)
     if check_samples is not None:  # e.g. --verify-samples: fit the model before writing
-        calibration.load_all(check_samples, [graph.tensors[t].shape for t in graph.inputs])
+        calibration.check_indices(graph, calibration.load_all(
+            check_samples, [graph.tensors[t].shape for t in graph.inputs]), check_samples,
+            "verification")
     default_flash, default_ram = TARGET_BUDGETS_KB[target]
     flash_kb = flash_kb if flash_kb is not None else default_flash
     ram_kb = ram_kb if ram_kb is not None else default_ram
@@ -110,7 +112,9 @@ def _export(model_or_path, out_dir, tmp, target, dtype, calibration_data, name,
                               "samples.npy (an array of representative inputs, shape (N,) + "
                               f"{shapes[0]}; a .npz with one array per input for several "
                               f"inputs), or use --dtype float32")
-        quantize(graph, calibration.load_all(calibration_data, shapes))
+        samples = calibration.load_all(calibration_data, shapes)
+        calibration.check_indices(graph, samples, calibration_data)
+        quantize(graph, samples)
     plan = planner.plan(graph)
     emission = codegen.prepare(graph, plan, prefix, model_name)
     report = build_report(graph, infos, plan, emission["arrays"], prefix, model_name,

@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -186,14 +187,16 @@ def models(keras, tmp_path_factory):
     x = L.Lambda(lambda t: t * 2.0, name="times_two")(inp)
     keras.Model(inp, L.Dense(2)(L.Flatten()(x))).save(d / "lambda.keras")
 
-    inp = keras.Input((10, 4))
-    x = L.Masking(name="my_mask")(inp)
-    x = L.LSTM(8, return_sequences=True, name="my_lstm")(x)
-    x = L.Bidirectional(L.GRU(4, return_sequences=True, name="inner_gru"), name="my_bidi")(x)
-    x = L.LayerNormalization(name="my_norm")(x)
-    x = L.Lambda(lambda t: t + 1.0, name="plus_one")(x)
-    x = L.Flatten()(x)
-    keras.Model(inp, L.Dense(2, name="out")(x)).save(d / "many.keras")
+    with warnings.catch_warnings():  # Keras: the Lambda drops Masking's mask
+        warnings.simplefilter("ignore", UserWarning)
+        inp = keras.Input((10, 4))
+        x = L.Masking(name="my_mask")(inp)
+        x = L.LSTM(8, return_sequences=True, name="my_lstm")(x)
+        x = L.Bidirectional(L.GRU(4, return_sequences=True, name="inner_gru"), name="my_bidi")(x)
+        x = L.LayerNormalization(name="my_norm")(x)
+        x = L.Lambda(lambda t: t + 1.0, name="plus_one")(x)
+        x = L.Flatten()(x)
+        keras.Model(inp, L.Dense(2, name="out")(x)).save(d / "many.keras")
 
     inner = keras.Sequential([keras.Input((8,)), L.Lambda(lambda t: -t, name="nested_neg")],
                              name="inner")
@@ -204,6 +207,9 @@ def models(keras, tmp_path_factory):
     x = L.Embedding(20, 4, mask_zero=True, name="emb")(inp)
     x = L.SimpleRNN(4, name="rnn")(x)
     keras.Model(inp, L.Dense(2)(x)).save(d / "embedding_masked.keras")
+    inp = keras.Input((5,), dtype="int32", name="tokens")
+    x = L.Embedding(20, 4, name="emb")(inp)
+    keras.Model(inp, L.Dense(2)(L.SimpleRNN(4)(x))).save(d / "embedding.keras")
 
     # Recurrent layers the C cannot reproduce, or not in int8.
     inp = keras.Input((10, 4))
@@ -573,6 +579,20 @@ case("calibration-text-file")(_calibration("samples.npy", lambda p: p.write_text
 case("calibration-npz-without-arrays")(_calibration("none.npz", lambda p: np.savez(p)))
 case("calibration-missing-file")(_calibration("absent.npy", lambda p: None, ("no such file",)))
 case("calibration-directory")(_calibration("cal_dir.npy", lambda p: p.mkdir()))
+
+
+def _tokens(filename: str, array, names):
+    def build(m, cwd):
+        np.save(cwd / filename, array)
+        return Spec([m / "embedding.keras", "--calibration", cwd / filename, "-o", cwd / "out"],
+                    2, (filename, "tokens", "Embedding") + names)
+    return build
+
+
+case("calibration-tokens-not-whole-numbers")(
+    _tokens("fractions.npy", np.full((3, 5), 2.5), ("whole numbers",)))
+case("calibration-tokens-outside-vocabulary")(
+    _tokens("oov.npy", np.arange(15).reshape(3, 5) * 2, ("[0, 20)", "28")))
 
 
 @case("int8-without-calibration")
