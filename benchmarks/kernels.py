@@ -1,5 +1,5 @@
-"""Instruction counts of the int8 conv / depthwise / fully connected kernels on the
-emulated Cortex-M4, DSP path against the portable path.
+"""Instruction counts of the int8 conv / depthwise / fully connected / recurrent
+kernels on the emulated Cortex-M4, DSP path against the portable path.
 
 Run from the repository root:
 
@@ -8,15 +8,20 @@ Run from the repository root:
 For every shape it writes one C program (random operands from a fixed seed,
 one call of the kernel between bench_begin()/bench_end()), builds it twice
 with ../shared/tools/m4run (`m4run --work MACS -I c_runtime prog.c
-c_runtime/k2m_conv.c c_runtime/k2m_depthwise.c c_runtime/k2m_fully_connected.c`, then the same with
+c_runtime/k2m_conv.c c_runtime/k2m_depthwise.c c_runtime/k2m_fully_connected.c
+c_runtime/k2m_recurrent.c`, then the same with
 `-DK2M_PORTABLE`), checks the two builds print the same output checksum, and
 prints: kernel, shape, MACs, instructions and instructions/MAC of each path,
-speed-up.  Needs arm-none-eabi-gcc and qemu-system-arm (see
+speed-up.  Recurrent layers (SimpleRNN / LSTM / GRU over a whole sequence)
+count MACs as steps * gates * units * (features + units): the input and the
+recurrent matmuls; the per-step gate arithmetic (requantization, tables,
+state update) is in the instructions but not in the MACs.  Needs arm-none-eabi-gcc and qemu-system-arm (see
 ../shared/tools/README-m4run.md).  Counts are instructions, not cycles.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import subprocess
 import sys
@@ -58,6 +63,15 @@ def fc(name, n_in, n_out, batches=1):
                 macs=batches * n_in * n_out, s16=False)
 
 
+def rnn(name, cell, steps, features, units, flags=0):
+    """SimpleRNN / LSTM / GRU over one sequence; flags as k2m_rnn_dims.flags
+    (8: GRU reset_after)."""
+    gates = {"simple_rnn": 1, "lstm": 4, "gru": 3}[cell]
+    return dict(kind="rnn", name=name, cell=cell, steps=steps, features=features,
+                units=units, flags=flags, gates=gates,
+                macs=steps * gates * units * (features + units), s16=False)
+
+
 SHAPES = [
     conv("conv 3x3 16->32, 16x16, same", 16, 16, 16, 32, 3, 3),
     conv("conv 3x3 16->32, 16x16, same (s8_s16)", 16, 16, 16, 32, 3, 3, s16=True),
@@ -69,6 +83,11 @@ SHAPES = [
     depthwise("depthwise 3x3 32ch, 48x48, same", 48, 48, 32, 3, 3),
     fc("fc 640->128", 640, 128),
     fc("fc 256->10", 256, 10),
+    rnn("lstm 64 units, 49 steps x 10 (KWS)", "lstm", 49, 10, 64),
+    rnn("gru 32 units, 50 steps x 3, reset_after", "gru", 50, 3, 32, flags=8),
+    rnn("gru 32 units, 50 steps x 3, reset_before", "gru", 50, 3, 32),
+    rnn("simple_rnn 32 units, 50 steps x 8", "simple_rnn", 50, 8, 32),
+    rnn("lstm 128 units, 20 steps x 40, sequences", "lstm", 20, 40, 128, flags=2),
 ]
 
 PROGRAM = r"""
@@ -115,7 +134,131 @@ int main(void)
 """
 
 
+# One recurrent layer over a random sequence.  Scales as the exporter picks
+# them (docs/recurrent_int8.md): pre-activations at 2^-12, gates and h at
+# 2^-15, the LSTM cell at 2^-14; tables computed at start-up (outside the
+# measured region).  The checksum covers the output and the final state.
+RNN_PROGRAM = r"""
+#include <math.h>
+#include <stdio.h>
+#include <stdint.h>
+#include "k2m.h"
+#include "m4bench.h"
+
+#define STEPS %(steps)d
+#define FEATURES %(features)d
+#define UNITS %(units)d
+#define ROWS (%(gates)d * UNITS)
+#define N_STATE %(n_state)d
+#define N_OUT %(n_out)d
+
+static uint32_t seed = 12345u;
+static int32_t rnd(void) { seed = seed * 1664525u + 1013904223u; return (int32_t)(seed >> 8); }
+
+static int8_t input[STEPS * FEATURES];
+static int8_t kernel[ROWS * FEATURES];
+static int8_t recurrent[ROWS * UNITS];
+static int32_t bias[ROWS], rec_bias[ROWS];
+static int32_t kmult[ROWS], kshift[ROWS], rmult[ROWS], rshift[ROWS];
+static int16_t lut[5][513];
+static int8_t output[N_OUT];
+static int16_t state[N_STATE];
+static int16_t scratch[4 * UNITS];
+
+/* t[i] = f(in_scale * (128 i - 32768)) at out_scale, i = 0..512 */
+static void table(int16_t *t, int tanh_like, float in_scale)
+{
+    int32_t i;
+    for (i = 0; i < 513; ++i) {
+        const float v = in_scale * (float)(128 * i - 32768);
+        const float y = tanh_like ? tanhf(v) : 1.0f / (1.0f + expf(-v));
+        long q = lroundf(y * 32767.0f);
+        t[i] = (int16_t)(q > 32767 ? 32767 : (q < -32768 ? -32768 : q));
+    }
+}
+
+int main(void)
+{
+    int32_t i;
+    uint32_t sum = 0;
+    const k2m_rnn_dims d = {STEPS, FEATURES, UNITS, %(flags)d};
+    k2m_rnn_weights_s8 w;
+    for (i = 0; i < STEPS * FEATURES; ++i) input[i] = (int8_t)(rnd() & 0xFF);
+    for (i = 0; i < ROWS * FEATURES; ++i) kernel[i] = (int8_t)((rnd() %% 255) - 127);
+    for (i = 0; i < ROWS * UNITS; ++i) recurrent[i] = (int8_t)((rnd() %% 255) - 127);
+    for (i = 0; i < ROWS; ++i) {
+        bias[i] = (rnd() %% 20000) - 10000;
+        rec_bias[i] = (rnd() %% 2000000) - 1000000;
+        kmult[i] = 0x40000000 + (rnd() & 0x3FFFFFFF);
+        kshift[i] = %(kshift)d + (rnd() & 1);
+        rmult[i] = 0x40000000 + (rnd() & 0x3FFFFFFF);
+        rshift[i] = %(rshift)d - (rnd() & 1);
+    }
+    table(lut[0], 0, 1.0f / 4096);  /* sigmoid, pre at 2^-12 */
+    table(lut[1], 0, 1.0f / 4096);
+    table(lut[2], 1, 1.0f / 4096);  /* tanh */
+    table(lut[3], 0, 1.0f / 4096);
+    table(lut[4], 1, 1.0f / 16384); /* tanh of the cell, c at 2^-14 */
+    w.kernel = kernel; w.bias = bias; w.kernel_multiplier = kmult; w.kernel_shift = kshift;
+    w.recurrent = recurrent; w.recurrent_bias = %(rec_bias)s;
+    w.recurrent_multiplier = rmult; w.recurrent_shift = rshift;
+    {
+        %(setup)s
+        bench_begin();
+        %(call)s;
+        bench_end();
+    }
+    for (i = 0; i < N_OUT; ++i) sum = sum * 31u + (uint32_t)(uint8_t)output[i];
+    for (i = 0; i < N_STATE; ++i) sum = sum * 31u + (uint32_t)(uint16_t)state[i];
+    printf("checksum %%08lx\n", (unsigned long)sum);
+    return 0;
+}
+"""
+
+
+def rnn_program(s):
+    cell, units = s["cell"], s["units"]
+    if cell == "simple_rnn":
+        setup = ("k2m_simple_rnn_s8_params p;\n"
+                 "        p.w = w; p.act_lut = lut[2];\n"
+                 "        p.h_to_output.multiplier = 0x40000000; p.h_to_output.shift = -7;\n"
+                 "        p.output_offset = 3;")
+    elif cell == "lstm":
+        setup = ("k2m_lstm_s8_params p;\n"
+                 "        p.w = w; p.gate_lut[0] = lut[0]; p.gate_lut[1] = lut[1];\n"
+                 "        p.gate_lut[2] = lut[2]; p.gate_lut[3] = lut[3]; p.cell_lut = lut[4];\n"
+                 "        p.forget.multiplier = 0x40010000; p.forget.shift = -14;\n"
+                 "        p.input.multiplier = 0x40020000; p.input.shift = -15;\n"
+                 "        p.output_gate.multiplier = 0x40030000; p.output_gate.shift = -14;\n"
+                 "        p.h_to_output.multiplier = 0x40000000; p.h_to_output.shift = -7;\n"
+                 "        p.output_offset = 3;")
+    else:
+        setup = ("k2m_gru_s8_params p;\n"
+                 "        p.w = w; p.gate_lut[0] = lut[0]; p.gate_lut[1] = lut[1];\n"
+                 "        p.gate_lut[2] = lut[2];\n"
+                 "        p.reset.multiplier = 0x40010000; p.reset.shift = -14;\n"
+                 "        p.keep.multiplier = 0x40020000; p.keep.shift = -14;\n"
+                 "        p.update.multiplier = 0x40030000; p.update.shift = -14;\n"
+                 "        p.one = 32767;\n"
+                 "        p.h_to_output.multiplier = 0x40000000; p.h_to_output.shift = -7;\n"
+                 "        p.output_offset = 3;")
+    call = f"k2m_{cell}_s8(&d, &p, input, output, state, scratch)"
+    # kernel sums ~ sqrt(F) * 74^2, recurrent ~ sqrt(U) * 74 * 16000: both to
+    # a few thousand at the pre-activation's scale
+    kshift = int(round(12 - math.log2(max(s["features"], 1) ** 0.5 * 5500)))
+    rshift = int(round(12 - math.log2(units ** 0.5 * 74 * 16000)))
+    return RNN_PROGRAM % dict(
+        steps=s["steps"], features=s["features"], units=units, gates=s["gates"],
+        n_state=2 * units if cell == "lstm" else units,
+        n_out=s["steps"] * units if s["flags"] & 2 else units, flags=s["flags"],
+        kshift=kshift, rshift=rshift,
+        rec_bias="rec_bias" if cell == "gru" and s["flags"] & 8 else "NULL",
+        setup=setup, call=call)
+
+
 def program(s):
+    if s["kind"] == "rnn":
+        return rnn_program(s)
     if s["kind"] == "dw":
         g = s["g"]
         setup = "const k2m_window g = {%s};" % ", ".join(
@@ -151,7 +294,8 @@ def run(m4run, src, macs, portable):
     if portable:
         cmd += ["-D", "K2M_PORTABLE"]
     cmd += [str(src)] + [str(RUNTIME / f) for f in
-                         ("k2m_conv.c", "k2m_depthwise.c", "k2m_fully_connected.c")]
+                         ("k2m_conv.c", "k2m_depthwise.c", "k2m_fully_connected.c",
+                          "k2m_recurrent.c")]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         sys.exit(f"m4run failed ({out.returncode}): {' '.join(cmd)}\n{out.stdout}\n{out.stderr}")

@@ -1,6 +1,6 @@
 """The Cortex-M4 DSP (SMLAD) paths of the int8 conv / fully connected kernels
-(and the depthwise conv kernel) against the portable reference, bit for bit,
-on the emulated Cortex-M4.
+(and the depthwise conv and the recurrent kernels) against the portable
+reference, bit for bit, on the emulated Cortex-M4.
 
 Random layer shapes (fixed seed: strides, dilations, explicit and 'same'
 padding, odd channel and feature counts, 1x1 maps, kernels larger than the
@@ -12,6 +12,15 @@ loops, compiled for the M4); both must match the hashes of tests/kernel_ref.py,
 which is bit-exact to the portable C (tests/test_kernels.py).  The program
 also checks that nothing is written past the output or past the
 4 * k_h * k_w * in_c scratch bytes the exporter allocates.
+
+The int8 SimpleRNN / LSTM / GRU kernels get a program of their own (random
+shapes with odd and small features and units, every flag combination, GRU
+with and without reset_after, stateful and zero states, scratch and state at
+odd addresses, scales that take the fast and the general requantization):
+the hash of each case's output and final state must equal tests/rnn_ref.py's
+(bit-exact to the portable C, tests/test_recurrent_kernels.py) for the DSP
+path at -O2 and -O0 and the portable path, and nothing may be written past
+the output, the state or the K2M_*_SCRATCH elements of scratch.
 
 Needs ../shared/tools/m4run, arm-none-eabi-gcc (with newlib) and
 qemu-system-arm: skipped without them, failed instead when $CI is set.
@@ -30,6 +39,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kernel_ref as ref  # noqa: E402
+import rnn_ref  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ROOT / "c_runtime"
@@ -281,11 +291,11 @@ static int guard_ok(const void *buf, int32_t from_byte, int32_t bytes)
     return "".join(src)
 
 
-def run_m4(m4run, src, portable, opt="2"):
+def run_m4(m4run, src, portable, opt="2", sources=KERNEL_SOURCES):
     cmd = [str(m4run), "--timeout", "120", "-I", str(RUNTIME), "-O", opt]
     if portable:
         cmd += ["-D", "K2M_PORTABLE"]
-    cmd += [str(src)] + [str(RUNTIME / f) for f in KERNEL_SOURCES]
+    cmd += [str(src)] + [str(RUNTIME / f) for f in sources]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"{' '.join(cmd)} -> {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     assert "\ndone" in r.stdout or r.stdout.startswith("done"), r.stdout[-2000:]
@@ -351,4 +361,243 @@ def test_bit_identical(results, path):
             bad.append(what + ": output differs from the reference")
         if not ok:
             bad.append(what + ": wrote past the output or the scratch buffer")
+    assert not bad, f"{len(bad)} of {len(cases)} cases fail ({path}):\n" + "\n".join(bad[:20])
+
+
+# ---- recurrent kernels -----------------------------------------------------
+
+RNN_SEED = 20240917
+RNN_GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
+RNN_SOURCES = ("k2m_recurrent.c",)
+
+
+def _rnn_scales(rng, n, lo, hi):
+    return (rng.integers(2**30, 2**31, n).astype(np.int32),
+            rng.integers(lo, hi + 1, n).astype(np.int32))
+
+
+def _rnn_lut(rng):
+    """513 int16 entries: tanh / sigmoid-like, rising or falling walks."""
+    kind = rng.integers(4)
+    v = -32768.0 + 128.0 * np.arange(513)
+    scale = 10 ** rng.uniform(-1, 1.2) / 32768
+    if kind == 0:
+        t = np.tanh(scale * v) * 32767
+    elif kind == 1:
+        t = 32767 / (1 + np.exp(-scale * v))
+    else:
+        step = int(rng.choice([16, 256, 8192]))
+        t = np.cumsum(rng.integers(-step, step + 1, 513)) + int(rng.integers(-9999, 9999))
+        t = np.sort(t) if kind == 2 else t
+    return np.clip(np.round(t), -32768, 32767).astype(np.int16)
+
+
+def random_rnn_case(rng, cell, flags, theme):
+    """theme: "fast" (the exporter's kind of scales), "left" (left-shifted
+    kernel terms), "general" (a row or a scale outside the fast form's
+    bounds), "wide" (>= 128 units: the per-row bound from the weights)."""
+    units = int(rng.choice([1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 16, 17, 23, 32, 33]))
+    features = int(rng.choice([1, 2, 3, 4, 5, 6, 7, 8, 10, 13, 16, 19]))
+    steps = int(rng.integers(1, 6))
+    if theme == "wide":
+        units, features, steps = (130 if cell == "simple_rnn" else 128), int(rng.choice([3, 9])), 2
+    rows = RNN_GATES[cell] * units
+    km, ks = _rnn_scales(rng, rows, -4, 0)
+    rm, rs = _rnn_scales(rng, rows, -12, -4)
+    bias = rng.integers(-2**15, 2**15, rows).astype(np.int32)
+    if theme == "left":
+        ks = rng.integers(1, 4, rows).astype(np.int32)
+        bias //= 64
+    elif theme == "general":
+        what = rng.integers(3)
+        r = int(rng.integers(rows))
+        if what == 0:
+            ks[r] = 15     # sum << 15 beyond 2^29
+        elif what == 1:
+            rs[r] = -30    # e > 29
+        else:
+            bias[r] = 2**29
+    w = dict(kernel=rng.integers(-127, 128, (rows, features)).astype(np.int8),
+             bias=None if rng.integers(5) == 0 else bias,
+             kernel_multiplier=km, kernel_shift=ks,
+             recurrent=rng.integers(-127, 128, (rows, units)).astype(np.int8),
+             recurrent_bias=(rng.integers(-2**22, 2**22, rows).astype(np.int32)
+                             if cell == "gru" and rng.integers(3) else None),
+             recurrent_multiplier=rm, recurrent_shift=rs)
+    m, sh = _rnn_scales(rng, 1, -10, -6)
+    p = dict(w=w, h_to_output=(int(m[0]), int(sh[0])),
+             output_offset=int(rng.integers(-128, 128)))
+    if theme == "general" and rng.integers(2):
+        p["h_to_output"] = (int(m[0]), int(rng.integers(14, 17)))  # left shift: general form
+    scale = lambda: tuple(int(v[0]) for v in _rnn_scales(rng, 1, -17, -13))  # noqa: E731
+    if cell == "simple_rnn":
+        p["act_lut"] = _rnn_lut(rng)
+    elif cell == "lstm":
+        p.update(gate_lut=[_rnn_lut(rng) for _ in range(4)], cell_lut=_rnn_lut(rng),
+                 forget=scale(), input=scale(), output_gate=scale())
+    else:
+        p.update(gate_lut=[_rnn_lut(rng) for _ in range(3)], reset=scale(), keep=scale(),
+                 update=scale(), one=int(rng.choice([32767, 32768, int(rng.integers(0, 32769))])))
+    x = rng.integers(-128, 128, (steps, features)).astype(np.int8)
+    n_state = 2 * units if cell == "lstm" else units
+    state = (rng.integers(-32768, 32768, n_state) if rng.integers(2)
+             else np.zeros(n_state)).astype(np.int16)
+    y, final = getattr(rnn_ref, f"{cell}_s8")(flags, p, x, state)
+    return dict(kind="rnn", cell=cell, flags=flags, theme=theme, units=units,
+                features=features, steps=steps, p=p, x=x, state=state,
+                y=np.asarray(y), final=np.asarray(final),
+                odd=bool(rng.integers(2)))  # scratch and state at 2 mod 4
+
+
+def make_rnn_cases():
+    rng = np.random.default_rng(RNN_SEED)
+    cases = []
+    for cell in ("simple_rnn", "lstm", "gru"):
+        for flags in range(16 if cell == "gru" else 8):
+            for theme in ("fast", "left" if flags % 2 else "general"):
+                cases.append(random_rnn_case(rng, cell, flags, theme))
+        cases.append(random_rnn_case(rng, cell, int(rng.integers(8)) | (8 if cell == "gru" else 0),
+                                     "wide"))
+    return cases
+
+
+def rnn_hash(c):
+    """out_hash of the int8 output then the int16 final state."""
+    return out_hash(np.concatenate([np.asarray(c["y"], np.int64).ravel(),
+                                    np.asarray(c["final"], np.int64).ravel()]))
+
+
+def _rnn_params(i, c):
+    """C initialiser of the case's k2m_<cell>_s8_params (arrays named by i)."""
+    p, w = c["p"], c["p"]["w"]
+    pair = lambda v: f"{{{v[0]}, {v[1]}}}"  # noqa: E731
+    bias = f"b{i}" if w["bias"] is not None else "NULL"
+    rb = f"rb{i}" if w["recurrent_bias"] is not None else "NULL"
+    ws = f"{{k{i}, {bias}, km{i}, ks{i}, r{i}, {rb}, rm{i}, rs{i}}}"
+    tail = f"{pair(p['h_to_output'])}, {p['output_offset']}"
+    if c["cell"] == "simple_rnn":
+        return f"{{{ws}, t{i}_0, {tail}}}"
+    if c["cell"] == "lstm":
+        return (f"{{{ws}, {{t{i}_0, t{i}_1, t{i}_2, t{i}_3}}, t{i}_4, {pair(p['forget'])}, "
+                f"{pair(p['input'])}, {pair(p['output_gate'])}, {tail}}}")
+    return (f"{{{ws}, {{t{i}_0, t{i}_1, t{i}_2}}, {pair(p['reset'])}, {pair(p['keep'])}, "
+            f"{pair(p['update'])}, {p['one']}, {tail}}}")
+
+
+def rnn_c_program(cases):
+    max_out = max(c["y"].size for c in cases)
+    max_state = max(c["state"].size for c in cases)
+    max_scr = max(rnn_ref.SCRATCH[c["cell"]](c["units"]) for c in cases)
+    src = ['#pragma GCC optimize("O1")\n',
+           '#include <stdio.h>\n#include <stdint.h>\n#include <string.h>\n#include "k2m.h"\n\n',
+           f"#define GUARD {GUARD}\n",
+           f"static int8_t out_buf[{max_out} + GUARD];\n",
+           # int32 storage: 4-byte aligned; a case may start state/scratch 1 element in
+           f"static int32_t state_buf[({max_state} + GUARD + 2) / 2];\n",
+           f"static int32_t scratch_buf[({max_scr} + GUARD + 2) / 2];\n",
+           r"""
+static uint32_t fnv(uint32_t h, const void *p, int32_t n, int is16)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        int32_t v = is16 ? ((const int16_t *)p)[i] : ((const int8_t *)p)[i];
+        h = (h ^ ((uint32_t)v & 0xFFFFu)) * 16777619u;
+    }
+    return h;
+}
+
+static void fill(void *buf, int32_t bytes)
+{
+    memset(buf, 0xA5, (size_t)bytes);
+}
+
+static int guard_ok(const void *buf, int32_t from_byte, int32_t bytes)
+{
+    int32_t i;
+    for (i = from_byte; i < from_byte + bytes; ++i)
+        if (((const uint8_t *)buf)[i] != 0xA5) return 0;
+    return 1;
+}
+"""]
+    body = []
+    for i, c in enumerate(cases):
+        p, w = c["p"], c["p"]["w"]
+        for name, key, ct in (("k", "kernel", "int8_t"), ("r", "recurrent", "int8_t"),
+                              ("b", "bias", "int32_t"), ("rb", "recurrent_bias", "int32_t"),
+                              ("km", "kernel_multiplier", "int32_t"), ("ks", "kernel_shift", "int32_t"),
+                              ("rm", "recurrent_multiplier", "int32_t"),
+                              ("rs", "recurrent_shift", "int32_t")):
+            if w[key] is not None:
+                src.append(_arr(f"{name}{i}", ct, w[key]))
+        luts = [p["act_lut"]] if c["cell"] == "simple_rnn" else (
+            p["gate_lut"] + ([p["cell_lut"]] if c["cell"] == "lstm" else []))
+        for j, t in enumerate(luts):
+            src.append(_arr(f"t{i}_{j}", "int16_t", t))
+        src.append(_arr(f"x{i}", "int8_t", c["x"]))
+        src.append(_arr(f"s0_{i}", "int16_t", c["state"]))
+        off = 1 if c["odd"] else 0
+        n_out, n_state = c["y"].size, c["state"].size
+        n_scr = rnn_ref.SCRATCH[c["cell"]](c["units"])
+        body.append("\n".join([
+            f"    {{ /* case {i}: {c['cell']} flags {c['flags']} {c['theme']} */",
+            f"        const k2m_rnn_dims d = {{{c['steps']}, {c['features']}, {c['units']}, {c['flags']}}};",
+            f"        const k2m_{c['cell']}_s8_params p = {_rnn_params(i, c)};",
+            f"        int16_t *state = (int16_t *)(void *)state_buf + {off};",
+            f"        int16_t *scratch = (int16_t *)(void *)scratch_buf + {off};",
+            "        int ok = 1;",
+            "        fill(out_buf, sizeof out_buf); fill(state_buf, sizeof state_buf);",
+            "        fill(scratch_buf, sizeof scratch_buf);",
+            f"        memcpy(state, s0_{i}, sizeof s0_{i});",
+            f"        k2m_{c['cell']}_s8(&d, &p, x{i}, out_buf, state, scratch);",
+            f"        ok &= guard_ok(out_buf, {n_out}, GUARD);",
+            f"        ok &= guard_ok(state_buf, 2 * ({n_state} + {off}), 2 * GUARD);",
+            f"        ok &= guard_ok(scratch_buf, 2 * ({n_scr} + {off}), 2 * GUARD);",
+            f"        ok &= guard_ok(state_buf, 0, 2 * {off}) && guard_ok(scratch_buf, 0, 2 * {off});",
+            f'        printf("case {i} %08lx %d\\n", (unsigned long)fnv(fnv(2166136261u, out_buf, '
+            f'{n_out}, 0), state, {n_state}, 1), ok);',
+            "    }"]))
+    src.append("\nint main(void)\n{\n" + "\n".join(body) + '\n    printf("done\\n");\n    return 0;\n}\n')
+    return "".join(src)
+
+
+@pytest.fixture(scope="module")
+def rnn_results(m4run, tmp_path_factory):
+    cases = make_rnn_cases()
+    tmp = tmp_path_factory.mktemp("dsp_rnn")
+    src = tmp / "dsp_rnn_cases.c"
+    src.write_text(rnn_c_program(cases))
+    run = lambda portable, opt="2": run_m4(m4run, src, portable, opt, RNN_SOURCES)  # noqa: E731
+    return cases, {"dsp": run(False), "portable": run(True), "dsp_O0": run(False, "0")}
+
+
+def test_rnn_case_mix():
+    cases = make_rnn_cases()
+    for cell, n_flags in (("simple_rnn", 8), ("lstm", 8), ("gru", 16)):
+        assert {c["flags"] for c in cases if c["cell"] == cell} == set(range(n_flags))
+    assert {"fast", "left", "general", "wide"} == {c["theme"] for c in cases}
+    assert any(c["units"] % 4 for c in cases) and any(c["units"] % 4 == 0 for c in cases)
+    assert any(c["features"] % 4 for c in cases) and any(c["features"] < 4 for c in cases)
+    assert any(c["odd"] for c in cases) and not all(c["odd"] for c in cases)
+    assert any(c["state"].any() for c in cases) and not all(c["state"].any() for c in cases)
+    # the outputs are not all saturated
+    y = np.concatenate([c["y"].ravel() for c in cases])
+    assert ((y > -128) & (y < 127)).mean() > 0.3
+
+
+@pytest.mark.parametrize("path", ["dsp", "portable", "dsp_O0"])
+def test_rnn_bit_identical(rnn_results, path):
+    cases, got = rnn_results
+    run = got[path]
+    bad = []
+    for i, c in enumerate(cases):
+        what = (f"case {i} {c['cell']} flags={c['flags']} {c['theme']} units={c['units']} "
+                f"features={c['features']} steps={c['steps']} odd={c['odd']}")
+        if i not in run:
+            bad.append(what + ": no output")
+            continue
+        h, ok = run[i]
+        if h != rnn_hash(c):
+            bad.append(what + ": output or state differs from the reference")
+        if not ok:
+            bad.append(what + ": wrote outside the output, the state or the scratch")
     assert not bad, f"{len(bad)} of {len(cases)} cases fail ({path}):\n" + "\n".join(bad[:20])
