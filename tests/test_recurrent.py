@@ -29,8 +29,9 @@ Tolerances (the issue's acceptance criteria, not loosened):
 Coverage: every cell x return_sequences x length (1, 2, 10, 50), single and
 stacked (two outputs of one model); Bidirectional: every merge mode with both
 return_sequences settings, every cell and every length, and stacked;
-go_backwards per cell; every activation / recurrent_activation per cell at
-length 10; Conv1D front ends; TimeDistributed(Dense/Conv2D/Conv1D);
+go_backwards per cell; use_bias=False with (inference-inactive) dropout per
+cell; Masking / mask_zero refused; every activation / recurrent_activation
+per cell at length 10; Conv1D front ends; TimeDistributed(Dense/Conv2D/Conv1D);
 Embedding -> recurrent and its out-of-range clamp (also under ASan/UBSan);
 trained classifiers incl. the users' models of acceptance point 3; stateful
 chunks and reset; repeat calls of a stateless model.  Measured numbers are
@@ -219,6 +220,30 @@ def test_go_backwards(keras, tmp_path, kind, return_sequences):
         keras.Input((10, 3)),
         cell(keras, kind, 8, return_sequences=return_sequences, go_backwards=True)]), rng)
     check(m, tmp_path, *signal_data(rng, 10))
+
+
+@pytest.mark.parametrize("kind,return_sequences", [("SimpleRNN", False), ("LSTM", True),
+                                                   ("GRU", False), ("GRU_reset_before", True)])
+def test_no_bias_and_training_dropout(keras, tmp_path, kind, return_sequences):
+    """use_bias=False, and dropout/recurrent_dropout (as trained models
+    carry them; inactive at inference)."""
+    rng = rng_for_test()
+    m = keras.Sequential([keras.Input((10, 3)),
+                          cell(keras, kind, 8, return_sequences=return_sequences, use_bias=False,
+                               dropout=0.2, recurrent_dropout=0.1)])
+    check(m, tmp_path, *signal_data(rng, 10))
+
+
+def test_masking_is_refused(keras, tmp_path):
+    """Only masking-free inputs are supported: a Masking layer or
+    Embedding(mask_zero=True) is refused, never exported with the mask ignored."""
+    from exporter import export_model
+    from exporter.errors import UnsupportedModelError
+    L = keras.layers
+    for i, layers in enumerate([[keras.Input((6,)), L.Embedding(20, 4, mask_zero=True), L.LSTM(5)],
+                                [keras.Input((6, 2)), L.Masking(0.0), L.GRU(5)]]):
+        with pytest.raises(UnsupportedModelError):
+            export_model(keras.Sequential(layers), tmp_path / f"m{i}", dtype="float32")
 
 
 # ---------------------------------------------------------------- activations
