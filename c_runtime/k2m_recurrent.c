@@ -17,10 +17,15 @@
 /* gcc/clang hints, layout only (every path is exact): the MAC loops stay
  * one function (their asm takes 14 registers, nothing else can live
  * across it), the per-row code around them is inlined into each cell's
- * step loop (as -O3 does; -O2's choice cost ~15% more instructions). */
+ * step loop (as -O3 does; -O2's choice cost ~15% more instructions, and
+ * doubles the code; -Os keeps its own choice). */
 #if defined(__GNUC__)
 #define RNN_LIKELY(c) __builtin_expect(!!(c), 1)
+#if defined(__OPTIMIZE_SIZE__)
+#define RNN_INLINE static inline
+#else
 #define RNN_INLINE static inline __attribute__((always_inline))
+#endif
 #define RNN_NOINLINE static __attribute__((noinline))
 #else
 #define RNN_LIKELY(c) (c)
@@ -244,7 +249,15 @@ void k2m_gru_f32(const k2m_rnn_dims *d, const k2m_rnn_f32_params *p,
  * h[u] goes straight into the state, with no copy back per step.  Scratch
  * holds: SimpleRNN hp[units]; LSTM hp[units]; GRU z[units], r[units],
  * hp[units] (for the candidate rows of a reset_before GRU, hp becomes
- * r * h).  The DSP path keeps hp's groups of 4 as h0, h2, h1, h3 (rnn_hp_fill).
+ * r * h).  LSTM and GRU have room to start hp on a 4-byte boundary (the
+ * DSP loop reads it with LDRD; SimpleRNN falls back to a C loop when its
+ * scratch is not aligned).  The DSP path keeps hp's groups of 4 as h0, h2,
+ * h1, h3 (rnn_hp_fill).
+ *
+ * Per row the two requantizations take a short exact form when the call's
+ * scales and sums allow it (rq_fast, checked once per call); the products
+ * of the cell updates likewise (rq_prod), the tables are read as one word
+ * and interpolated with one SMLAD (rnn_lut16).
  *
  * Everything is exact int32 arithmetic, so the order of the additions does
  * not matter: both paths give k2m.h's results bit for bit (tests/rnn_ref.py,
@@ -348,6 +361,17 @@ static inline int32_t rq_fast(int32_t acc, int32_t m, int32_t shift)
     }
 }
 
+/* The same, laid out for a right shift (recurrent terms: h's scale over
+ * the pre-activation's is small). */
+static inline int32_t rq_fast_r(int32_t acc, int32_t m, int32_t shift)
+{
+    if (RNN_LIKELY(shift < 0)) {
+        const int32_t x = rnn_smmulr((int32_t)((uint32_t)acc << 1), m);
+        return k2m_asr(k2m_asr(x + k2m_asr(x, 31), -shift - 1) + 1, 1);
+    }
+    return rnn_smmulr((int32_t)((uint32_t)acc << (shift + 1)), m);
+}
+
 static inline int32_t rq_general(int32_t acc, int32_t m, int32_t shift)
 {
     k2m_rq r;
@@ -381,7 +405,7 @@ static int64_t sum_abs_s8(const int8_t *w, int32_t n)
     for (; k + 4 <= n; k += 4) {
         part = __usada8((uint32_t)k2m_ld32(w + k) ^ 0x80808080u, 0x80808080u,
                         part);
-        if ((k & 0xFFFF) == 0xFFFC) {  /* never wraps: 2^16 bytes < 2^24 */
+        if ((k & 0xFFFF) == 0xFFFC) {  /* every 2^16 bytes: part < 2^23 */
             s += part;
             part = 0;
         }
@@ -439,10 +463,12 @@ typedef struct {
                                   one word ending at the row's end, read
                                   from x_back bytes back (features >= 4) */
     int32_t x_tail, h_tail;    /* elements left to the scalar loops */
+    int32_t h_aligned;         /* hp 4-byte aligned (the DSP path's LDRD) */
 } rnn_mac;
 
 #if !K2M_DSP
-/* Portable: each load of x[k] or hp[k] serves four multiply-adds. */
+/* Portable: each load of x[k] or hp[k] serves four multiply-adds (gcc
+ * makes it 4 LDRSB + 4 SMLABB on an M4; unrolling it by hand was slower). */
 RNN_NOINLINE void rnn_macs(rnn_mac *m)
 {
     const int32_t nx = (int32_t)(m->x_end - m->x) + m->x_tail;
@@ -552,8 +578,7 @@ static inline void rows4_step_c(const int8_t *w0, const int8_t *w2,
     "smlad   %[" acc "], %[t0], %[v13], %[" acc "]\n\t"
 
 #define RNN_H4                                             \
-    "ldr     %[v02], [%[v]], #4\n\t"                       \
-    "ldr     %[v13], [%[v]], #4\n\t"                       \
+    "ldrd    %[v02], %[v13], [%[v]], #8\n\t"               \
     RNN_ROWS4
 
 RNN_NOINLINE void rnn_macs(rnn_mac *m)
@@ -563,6 +588,9 @@ RNN_NOINLINE void rnn_macs(rnn_mac *m)
     int32_t a0, a1, a2, a3, v02, v13, t0, t1, n;
     const void *v, *ve;
     const int8_t *w0, *w2;
+    if (!m->h_aligned) {
+        goto c_loops;  /* LDRD needs a 4-byte aligned hp */
+    }
     __asm__ volatile(
         /* x: four rows over features & ~3, then the masked last word */
         "ldrd    %[v], %[ve], [%[m], %[o_x]]\n\t"
@@ -640,7 +668,9 @@ RNN_NOINLINE void rnn_macs(rnn_mac *m)
           [o_s4] "I"(offsetof(rnn_mac, sum) + 16),
           [o_s6] "I"(offsetof(rnn_mac, sum) + 24)
         : "memory", "cc");
-#else
+    goto tails;
+c_loops:
+#endif
     {
         const int8_t *x = m->x;
         const int16_t *h = m->h;
@@ -683,6 +713,8 @@ RNN_NOINLINE void rnn_macs(rnn_mac *m)
             m->sum[4 + k] = a[k];
         }
     }
+#if defined(__OPTIMIZE__)
+tails:
 #endif
     /* the last features % 4 and units % 4 elements (hp keeps those in
      * natural order); the row pointers are where the loops stopped */
@@ -771,6 +803,7 @@ static void rnn_step_init(rnn_step *st, const k2m_rnn_weights_s8 *w,
     st->features = features;
     st->units = units;
     st->mac.h = hp;
+    st->mac.h_aligned = ((uintptr_t)hp & 3u) == 0;
     st->mac.h_end8 = hp + (units & ~7);
     st->mac.h_end = hp + (units & ~3);
     st->mac.h_tail = units & 3;
@@ -852,6 +885,28 @@ RNN_INLINE int32_t slot_rterm(const rnn_step *st, int fast, int32_t s,
                              w->recurrent_shift[r]);
 }
 
+/* The general form of rnn_pre4 and rnn_terms4 below, out of line: calls
+ * whose scales or sums rule out rq_fast are rare, and inlined they would
+ * double the code. */
+RNN_NOINLINE void rnn_pre4_general(const rnn_step *st, int32_t pre[4])
+{
+    int32_t s;
+    for (s = 0; s < 4; ++s) {
+        pre[s] = rnn_sat16(slot_kterm(st, 0, s) + slot_rterm(st, 0, s, NULL));
+    }
+}
+
+RNN_NOINLINE void rnn_terms4_general(const rnn_step *st,
+                                     const int32_t *rec_bias, int32_t a[4],
+                                     int32_t q[4])
+{
+    int32_t s;
+    for (s = 0; s < 4; ++s) {
+        a[s] = rnn_sat16(slot_kterm(st, 0, s));
+        q[s] = rnn_sat16(slot_rterm(st, 0, s, rec_bias));
+    }
+}
+
 /* pre[s] = sat16(kernel term + recurrent term) of the four slots: written
  * out, the parameter pointers in locals, one test of st->fast per block
  * (a row loop cost ~8 instructions a row in counters, reloads and
@@ -862,7 +917,7 @@ RNN_INLINE int32_t slot_rterm(const rnn_step *st, int fast, int32_t s,
         pre[s] = rnn_sat16(                                               \
             rq_fast(st->mac.sum[s] + (bias != NULL ? bias[r] : 0), km[r], \
                     ks[r])                                                \
-            + rq_fast(st->mac.sum[4 + s], rm[r], rs[r]));                 \
+            + rq_fast_r(st->mac.sum[4 + s], rm[r], rs[r]));               \
     } while (0)
 RNN_INLINE void rnn_pre4(const rnn_step *st, int32_t pre[4])
 {
@@ -878,17 +933,46 @@ RNN_INLINE void rnn_pre4(const rnn_step *st, int32_t pre[4])
         RNN_PRE(2);
         RNN_PRE(3);
     } else {
-        int32_t s;
-        for (s = 0; s < 4; ++s) {
-            pre[s] = rnn_sat16(slot_kterm(st, 0, s) + slot_rterm(st, 0, s, NULL));
-        }
+        rnn_pre4_general(st, pre);
     }
 }
 #undef RNN_PRE
 
+/* a[s] = sat16(kernel term), q[s] = sat16(recurrent term, rec_bias
+ * included) of the four slots: a GRU reset_after's candidate rows. */
+#define RNN_TERMS(s)                                                      \
+    do {                                                                  \
+        const int32_t r = st->row[s];                                     \
+        a[s] = rnn_sat16(rq_fast(st->mac.sum[s]                           \
+                                 + (bias != NULL ? bias[r] : 0),          \
+                                 km[r], ks[r]));                          \
+        q[s] = rnn_sat16(rq_fast_r(st->mac.sum[4 + s]                     \
+                                 + (rec_bias != NULL ? rec_bias[r] : 0),  \
+                                 rm[r], rs[r]));                          \
+    } while (0)
+RNN_INLINE void rnn_terms4(const rnn_step *st, const int32_t *rec_bias,
+                           int32_t a[4], int32_t q[4])
+{
+    if (st->fast) {
+        const k2m_rnn_weights_s8 *w = st->w;
+        const int32_t *const bias = w->bias;
+        const int32_t *const km = w->kernel_multiplier;
+        const int32_t *const ks = w->kernel_shift;
+        const int32_t *const rm = w->recurrent_multiplier;
+        const int32_t *const rs = w->recurrent_shift;
+        RNN_TERMS(0);
+        RNN_TERMS(1);
+        RNN_TERMS(2);
+        RNN_TERMS(3);
+    } else {
+        rnn_terms4_general(st, rec_bias, a, q);
+    }
+}
+#undef RNN_TERMS
+
 /* out[j] = lut16(pre(first + j), lut of that row) for j < rows; rows below
  * split take lut_a, the others lut_b (tables' middles, rnn_lut16). */
-RNN_INLINE void gate_rows(rnn_step *st, int32_t first, int32_t rows,
+RNN_NOINLINE void gate_rows(rnn_step *st, int32_t first, int32_t rows,
                           int32_t split, const int16_t *lut_a,
                           const int16_t *lut_b, int16_t *out)
 {
@@ -897,11 +981,21 @@ RNN_INLINE void gate_rows(rnn_step *st, int32_t first, int32_t rows,
     for (j = 0; j < rows; j += 4) {
         const int32_t count = rows - j < 4 ? rows - j : 4;
         const int32_t swap = rnn_block(st, first + j, 1, count);
+        const int32_t r0 = first + j;
         int32_t pre[4];
         rnn_pre4(st, pre);
-        for (k = 0; k < count; ++k) {
-            out[j + k] = (int16_t)rnn_lut16(pre[rnn_slot(swap, k)],
-                                            first + j + k < split ? lut_a : lut_b);
+        if (count == 4 && (r0 + 3 < split || r0 >= split)) {
+            /* the usual block: four rows, one table */
+            const int16_t *const lut = r0 < split ? lut_a : lut_b;
+            out[j] = (int16_t)rnn_lut16(pre[0], lut);
+            out[j + 1] = (int16_t)rnn_lut16(pre[1], lut);
+            out[j + 2] = (int16_t)rnn_lut16(pre[2], lut);
+            out[j + 3] = (int16_t)rnn_lut16(pre[3], lut);
+        } else {
+            for (k = 0; k < count; ++k) {
+                out[j + k] = (int16_t)rnn_lut16(pre[rnn_slot(swap, k)],
+                                                r0 + k < split ? lut_a : lut_b);
+            }
         }
     }
 }
@@ -984,7 +1078,7 @@ static void store_h_s8(const int16_t *h, int32_t units, const rnn_out *o,
     }
 }
 
-/* hp at scratch + off, off making it 4-byte aligned when there is room. */
+/* Step s's output row (SEQUENCES), or the last step's h. */
 static void rnn_steps_out(const k2m_rnn_dims *d, const int16_t *h,
                           const rnn_out *o, int8_t *output, int32_t s)
 {
@@ -1025,7 +1119,7 @@ void k2m_lstm_s8(const k2m_rnn_dims *d, const k2m_lstm_s8_params *p,
                  int16_t *scratch)
 {
     const int32_t units = d->units;
-    int16_t *h = state, *c = state + units;
+    int16_t *h = state, *c = state + units, *h_copy;
     rnn_step st;
     rnn_out o;
     rnn_prod forget, in, og;
@@ -1036,14 +1130,16 @@ void k2m_lstm_s8(const k2m_rnn_dims *d, const k2m_lstm_s8_params *p,
         lut[s] = p->gate_lut[s] + 256;
     }
     lut[4] = p->cell_lut + 256;
-    rnn_step_init(&st, &p->w, d->features, units, 4 * units, NULL, scratch);
+    /* hp at a 4-byte boundary (scratch has room: 4 units) */
+    h_copy = scratch + (((uintptr_t)scratch & 2u) != 0 ? 1 : 0);
+    rnn_step_init(&st, &p->w, d->features, units, 4 * units, NULL, h_copy);
     rnn_out_init(&o, &p->h_to_output, p->output_offset);
     rnn_prod_init(&forget, &p->forget);
     rnn_prod_init(&in, &p->input);
     rnn_prod_init(&og, &p->output_gate);
     for (s = 0; s < d->steps; ++s) {
         rnn_step_x(&st, input + input_row(d, s) * d->features);
-        rnn_hp_fill(h, scratch, units);
+        rnn_hp_fill(h, h_copy, units);
         /* rows u, u + units, u + 2 units, u + 3 units: unit u's i, f, g, o */
         for (u = 0; u < units; ++u) {
             int32_t gate[4], g, cu;
@@ -1077,7 +1173,9 @@ void k2m_gru_s8(const k2m_rnn_dims *d, const k2m_gru_s8_params *p,
     const int16_t *const lut_h = p->gate_lut[2] + 256;  /* middle */
     const int32_t one = p->one;
     int16_t *h = state;
-    int16_t *z = scratch, *r = scratch + units, *hp = scratch + 2 * units;
+    /* hp at a 4-byte boundary (scratch has room: 3 units + 1 <= 4 units) */
+    int16_t *z = scratch, *r = scratch + units;
+    int16_t *hp = scratch + 2 * units + (((uintptr_t)scratch & 2u) != 0 ? 1 : 0);
     rnn_step st;
     rnn_out o;
     rnn_prod reset, keep, update;
@@ -1107,28 +1205,29 @@ void k2m_gru_s8(const k2m_rnn_dims *d, const k2m_gru_s8_params *p,
         for (j = 0; j < units; j += 4) {
             const int32_t count = units - j < 4 ? units - j : 4;
             const int32_t swap = rnn_block(&st, cand + j, 1, count);
-            int32_t pre4[4], k;
-            if (!reset_after) {
-                rnn_pre4(&st, pre4);
+            int32_t pre[4], a[4], q[4], k;
+            if (reset_after) {
+                /* a = sat16(kernel term), q = sat16(recurrent term) */
+                rnn_terms4(&st, rec_bias, a, q);
+                for (k = 0; k < count; ++k) {
+                    const int32_t sl = rnn_slot(swap, k);
+                    pre[k] = rnn_sat16(
+                        a[sl] + rq_prod(&reset, (int32_t)r[j + k] * q[sl]));
+                }
+            } else {
+                rnn_pre4(&st, a);
+                for (k = 0; k < count; ++k) {
+                    pre[k] = a[rnn_slot(swap, k)];
+                }
             }
             for (k = 0; k < count; ++k) {
-                const int32_t sl = rnn_slot(swap, k);
-                int32_t pre, hh, zu;
-                u = j + k;
-                if (reset_after) {
-                    const int32_t a = rnn_sat16(slot_kterm(&st, st.fast, sl));
-                    const int32_t q = rnn_sat16(slot_rterm(&st, st.fast, sl,
-                                                           rec_bias));
-                    pre = rnn_sat16(a + rq_prod(&reset, (int32_t)r[u] * q));
-                } else {
-                    pre = pre4[sl];
-                }
-                hh = rnn_lut16(pre, lut_h);
                 /* one - z spans up to 2^16 and hh at most 2^15: the
                  * product still fits in int32. */
-                zu = z[u];
-                h[u] = (int16_t)rnn_sat16(rq_prod(&keep, zu * h[u])
-                                          + rq_prod(&update, (one - zu) * hh));
+                const int32_t hh = rnn_lut16(pre[k], lut_h);
+                const int32_t zu = z[j + k];
+                h[j + k] = (int16_t)rnn_sat16(
+                    rq_prod(&keep, zu * h[j + k])
+                    + rq_prod(&update, (one - zu) * hh));
             }
         }
         rnn_steps_out(d, h, &o, output, s);
