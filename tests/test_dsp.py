@@ -601,3 +601,11 @@ def test_rnn_bit_identical(rnn_results, path):
         if not ok:
             bad.append(what + ": wrote outside the output, the state or the scratch")
     assert not bad, f"{len(bad)} of {len(cases)} cases fail ({path}):\n" + "\n".join(bad[:20])
+
+
+def test_rnn_dsp_equals_portable(rnn_results):
+    """The DSP builds (-O2, -O0) against the portable build directly."""
+    cases, got = rnn_results
+    for path in ("dsp", "dsp_O0"):
+        diff = [i for i in range(len(cases)) if got[path].get(i) != got["portable"].get(i)]
+        assert not diff, f"{path} differs from portable in cases {diff[:20]}"
