@@ -110,14 +110,14 @@ def randomize_biases(model, rng, scale: float = 0.5):
 # ---------------------------------------------------------------- classifiers
 
 
-def _band_classifier(keras, T, body, epochs=10, seed=0):
+def _band_classifier(keras, T, body, epochs=12, seed=0):
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     x, y = bands(rng, 1300, T)
     L = keras.layers
     m = keras.Sequential([keras.Input((T, 2)), *body(L), L.Dense(3, activation="softmax")])
     m.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    m.fit(x[:1000], y[:1000], epochs=epochs, batch_size=32, verbose=0)
+    m.fit(x[:1000], y[:1000], epochs=epochs, batch_size=64, verbose=0)
     return m, x[:200], x[1000:], y[1000:]
 
 
@@ -153,7 +153,7 @@ def classifier(name: str):
     else:
         T, body = CLASSIFIERS[name]
         model, x_cal, x_test, y_test = _band_classifier(keras, T, body)
-    acc = float(np.mean(model.predict(x_test, verbose=0).argmax(1) == y_test))
+    acc = float(np.mean(np.asarray(model(x_test, training=False)).argmax(1) == y_test))
     return {"model": model, "x_cal": x_cal, "x_test": x_test, "y_test": y_test,
             "accuracy": acc}
 
@@ -176,6 +176,6 @@ def next_sample_rnn():
     m = keras.Sequential([keras.Input((2, 1)), L.SimpleRNN(10, return_sequences=True),
                           L.SimpleRNN(10), L.Dense(1)], name="next_sample")
     m.compile(keras.optimizers.Adam(0.01), "mse")
-    m.fit(x[:1000], y[:1000], epochs=20, batch_size=32, verbose=0)
-    rmse = float(np.sqrt(np.mean((m.predict(x[1000:], verbose=0) - y[1000:]) ** 2)))
+    m.fit(x[:1000], y[:1000], epochs=15, batch_size=64, verbose=0)
+    rmse = float(np.sqrt(np.mean((np.asarray(m(x[1000:], training=False)) - y[1000:]) ** 2)))
     return {"model": m, "x_cal": x[:200], "x_test": x[1000:], "y_test": y[1000:], "rmse": rmse}
