@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import re
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -166,7 +168,10 @@ def load(out_dir, prefix: str | None = None, build_dir=None,
                                   {prefix}_output_t *const output[]);
     """ + ('extern "Python+C" void k2m_host_trace(int32_t, const void *, int32_t);'
            if trace else ""))
-    ffi.set_source(module, f'#include "{prefix}.h"', sources=sources,
+    runtime = [p for p in sources if Path(p).parent != out_dir]
+    objects = [_runtime_object(Path(p), extra_compile_args) for p in runtime]
+    ffi.set_source(module, f'#include "{prefix}.h"',
+                   sources=[p for p in sources if p not in runtime], extra_objects=objects,
                    include_dirs=[str(out_dir)], extra_compile_args=list(extra_compile_args),
                    libraries=["m"])
     # One build folder per source digest: loading the same folder again
@@ -179,6 +184,28 @@ def load(out_dir, prefix: str | None = None, build_dir=None,
     spec.loader.exec_module(mod)
     sys.modules[module] = mod
     return _host_model(mod, prefix, header, trace)
+
+
+def _runtime_object(src: Path, args) -> str:
+    """The runtime kernels are the same files in every emitted folder:
+    compile each once per content and flags, and reuse the object."""
+    digest = hashlib.sha1(repr(list(args)).encode())
+    for f in sorted(src.parent.glob("*.[ch]")):  # the file and the headers it may include
+        if f.suffix == ".h" or f == src:
+            digest.update(f.name.encode())
+            digest.update(f.read_bytes())
+    cache = Path(tempfile.gettempdir()) / "k2m-host" / "objects"
+    obj = cache / f"{src.stem}-{digest.hexdigest()[:16]}.o"
+    if not obj.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = obj.with_suffix(f".{os.getpid()}.tmp")
+        cc = os.environ.get("CC", "cc")
+        r = subprocess.run([cc, *args, "-fPIC", "-c", str(src), "-o", str(tmp)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise ExportError(f"compiling {src.name} failed:\n{r.stderr.strip()}")
+        os.replace(tmp, obj)  # atomic: a concurrent build sees all or nothing
+    return str(obj)
 
 
 def _host_model(mod, prefix, header, trace) -> HostModel:
