@@ -10,6 +10,8 @@
 
 #include <stdint.h>
 
+#include "k2m.h"
+
 /* gemmlowp SaturatingRoundingDoublingHighMul: (a * b * 2) >> 32, rounded to
  * nearest with ties away from zero.  The only product that does not fit is
  * INT32_MIN * INT32_MIN, which saturates. */
@@ -221,5 +223,17 @@ static inline int32_t k2m_sxtab16_ror8(int32_t a, int32_t x)
     return r;
 }
 #endif /* K2M_DSP */
+
+/* Input row read and output row written at step s (go_backwards, and the
+ * backward half of a Bidirectional layer). */
+static inline int32_t k2m_rnn_input_row(const k2m_rnn_dims *d, int32_t s)
+{
+    return (d->flags & K2M_RNN_BACKWARDS) ? d->steps - 1 - s : s;
+}
+
+static inline int32_t k2m_rnn_output_row(const k2m_rnn_dims *d, int32_t s)
+{
+    return (d->flags & K2M_RNN_REVERSE_OUTPUT) ? d->steps - 1 - s : s;
+}
 
 #endif /* K2M_MATH_H */

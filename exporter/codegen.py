@@ -27,6 +27,8 @@ RUNTIME_FOR_OP = {"conv2d": "k2m_conv.c", "depthwise_conv2d": "k2m_depthwise.c",
                   "max_pool3d": "k2m_conv3d.c", "avg_pool3d": "k2m_conv3d.c",
                   "resize_bilinear": "k2m_copy.c", "embedding": "k2m_copy.c",
                   "rnn": ("k2m_recurrent.c", "k2m_copy.c")}
+# Kernel files whose float versions live apart, so int8 models link without libm.
+FLOAT_FILES = {"k2m_activation.c": "k2m_activation_f32.c", "k2m_recurrent.c": "k2m_recurrent_f32.c"}
 NO_CODE = {"reshape", "identity"}
 FLOAT_MAX = "3.40282347e+38f"
 
@@ -379,7 +381,8 @@ def prepare(graph, plan: Plan, prefix: str, model_name: str) -> dict:
     runtime = set(RUNTIME_ALWAYS)
     for n in graph.nodes:
         files = RUNTIME_FOR_OP.get(n.op, ())
-        runtime.update((files,) if isinstance(files, str) else files)
+        files = (files,) if isinstance(files, str) else files
+        runtime.update(files if int8 else (FLOAT_FILES.get(f, f) for f in files))
     return {
         "input_type": input_types.pop() if len(input_types) == 1 else "void",
         "state_elements": em.state_elements,

@@ -77,6 +77,27 @@ def test_builds_with_the_documented_command(emitted, tmp_path):
     assert len(probs) == 10 and abs(sum(probs) - 1.0) < 0.05
 
 
+@pytest.mark.parametrize("kind", ["cnn", "seq"])
+def test_int8_links_without_libm(kind, keras, digits_cnn, digits, tmp_path):
+    """DESIGN.md: no libm in the int8 path, so an int8 model links without
+    -lm (the float kernels that need it live in their own files)."""
+    from exporter import export_model
+    if kind == "cnn":
+        path, cal = digits_cnn[1]["h5"], digits[0][:50]
+    else:
+        path = tmp_path / "seq.keras"
+        cal = sequence_model(keras, path)
+    out = tmp_path / "int8"
+    export_model(path, out, calibration_data=cal, name="cnn")
+    app = tmp_path / "app.c"
+    app.write_text(APP.format(p="cnn"))
+    sources = sorted(str(p) for p in out.rglob("*.c"))
+    r = subprocess.run(["cc", "-std=c99", "-O2", "-I", str(out), *sources, str(app),
+                        "-o", str(tmp_path / "app")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert not any(p.name.endswith("_f32.c") for p in out.rglob("*.c"))
+
+
 def test_folder_has_no_main_and_no_heap(emitted):
     text = "\n".join(p.read_text() for p in emitted.rglob("*.[ch]"))
     for banned in ("main(", "malloc", "calloc", "free(", "printf", "#include <stdio.h>"):

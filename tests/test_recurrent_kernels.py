@@ -1,7 +1,7 @@
-"""The recurrent kernels (c_runtime/k2m_recurrent.c) against rnn_ref.py.
+"""The recurrent kernels (c_runtime/k2m_recurrent.c, int8, and k2m_recurrent_f32.c) against rnn_ref.py.
 
 The test module is built with cffi from k2m.h's recurrent section and
-includes k2m_recurrent.c itself: the static k2m_lut16 is testable
+includes the two kernel files themselves: the static k2m_lut16 is testable
 directly, and this file does not depend on the rest of the runtime.  int8 kernels must be
 bit-exact on random weights, scales and tables under every flag
 combination; float kernels agree with the float64 reference to 1e-5 for
@@ -30,6 +30,7 @@ N_CASES = 6  # random int8 cases per kernel and flag combination
 
 SHIMS = r"""
 #include "k2m_recurrent.c"
+#include "k2m_recurrent_f32.c"
 int32_t t_scratch(int32_t cell, int32_t units)
 {
     return cell == 0 ? K2M_SIMPLE_RNN_SCRATCH(units)
