@@ -282,7 +282,6 @@ class Emitter:
             s["exp_table"] = self.const(node, "exp", q["exp_table"],
                                         f"{node.layer}: exp(-input_scale * d) in fixed point")
 
-
     def _embedding(self, node, tin, tout, s):
         table = node.attrs["int8"]["table"] if self.int8 else node.weights["table"]
         s["table"] = self.const(node, "table", table,

@@ -154,6 +154,9 @@ class FrameContext(LayerContext):
 
 
 NOT_PER_FRAME = set(CELLS) | {"Bidirectional", "Embedding", "TimeDistributed"}
+# Ops that already treat every position of the leading axes alike: one call
+# over all frames does what the per-frame loop would, with fewer calls.
+ALONG_LAST_AXIS = {"dense", "activation", "softmax", "batchnorm", "reshape", "identity"}
 
 
 @handles("TimeDistributed")
@@ -175,7 +178,8 @@ def time_distributed(ctx):
         return ctx.inputs[0]
     for node in graph.nodes[first_node:]:
         node.inputs = [ctx.inputs[0] if t == frame else t for t in node.inputs]
-        node.attrs["frames"] = frames
+        if node.op not in ALONG_LAST_AXIS:
+            node.attrs["frames"] = frames
         node.keras_class = f"TimeDistributed({cls})"
         for t in node.outputs:
             graph.tensors[t].shape = (frames,) + graph.tensors[t].shape
