@@ -27,6 +27,7 @@ class LayerInfo:
     params: int = 0
     macs: int = 0
     warnings: list = field(default_factory=list)
+    more_weights: list = field(default_factory=list)  # (name, keras shape, dims, C shape, C dims)
 
     def formula(self) -> str:
         if self.kernel_shape is None:
@@ -42,6 +43,9 @@ class LayerInfo:
             c_axes = ",".join(self.c_dims)
             line += (f"  {self.formula()} [{keras_axes}]"
                      f"  → C {tuple(self.c_layout)} [{c_axes}]")
+        for name, shape, dims, c_shape, c_dims in self.more_weights:
+            line += (f"  {name} {tuple(shape)} [{','.join(dims)}]"
+                     f"  → C {tuple(c_shape)} [{','.join(c_dims)}]")
         line += f"  params {self.params}  MACs {self.macs}"
         return line
 

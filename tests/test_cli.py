@@ -208,3 +208,19 @@ def test_ram_budget_exit_4(small_model, tmp_path):
     r = run_cli(small_model / "small.keras", "--calibration", small_model / "cal.npy",
                 "--ram-kb", "0", "-o", tmp_path / "out")
     assert r.returncode == 4 and "RAM" in one_sentence_error(r)
+
+
+def test_explain_shows_recurrent_layouts(keras, tmp_path):
+    """Both LSTM kernels, Keras's (in, 4·units) and (units, 4·units), and the
+    transposed rows the C reads; no per-position warning for the Dense
+    after return_sequences."""
+    L = keras.layers
+    m = keras.Sequential([keras.Input((20, 13)), L.LSTM(32, return_sequences=True, name="lstm_a"),
+                          L.Dense(4)])
+    m.save(tmp_path / "lstm.keras")
+    r = run_cli(tmp_path / "lstm.keras", "--explain")
+    assert r.returncode == 0, r.stderr
+    assert "lstm_a LSTM" in r.stdout
+    assert "kernel (13, 128) = 13·128 = 1664" in r.stdout and "→ C (128, 13)" in r.stdout
+    assert "recurrent (32, 128)" in r.stdout and "→ C (128, 32)" in r.stdout
+    assert "positions" not in r.stderr

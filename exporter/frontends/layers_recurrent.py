@@ -82,9 +82,12 @@ def recurrent_node(ctx, layer, suffix="", reverse_output=False) -> str:
              "stateful": bool(c.get("stateful"))}
     params = sum(w.size for w in ws)
     macs = steps * gates * units * (features + units)
-    ctx.info(out_shape, kernel_shape=kernel.shape, kernel_dims=("in", "gates·units"),
-             c_layout=weights["kernel"].shape, c_dims=("gates·units", "in"),
-             params=params, macs=macs)
+    info = ctx.info(out_shape, kernel_shape=kernel.shape, kernel_dims=("in", "gates·units"),
+                    c_layout=weights["kernel"].shape, c_dims=("gates·units", "in"),
+                    params=params, macs=macs)
+    info.more_weights.append(("recurrent", recurrent.shape, ("units", "gates·units"),
+                              weights["recurrent"].shape, ("gates·units", "units")))
+
     return ctx.add("rnn", ctx.inputs[:1], out_shape, attrs, weights, suffix=suffix)
 
 
