@@ -52,6 +52,25 @@ GUARD = 16  # guard elements after every output and scratch buffer
 KERNEL_SOURCES = ("k2m_conv.c", "k2m_fully_connected.c", "k2m_depthwise.c")
 
 
+
+# Guard bytes around every buffer a kernel writes: filled before each call,
+# checked after, so a stray write fails the case.
+GUARD_C = r"""
+static void fill(void *buf, int32_t bytes)
+{
+    int32_t i;
+    for (i = 0; i < bytes; ++i) ((uint8_t *)buf)[i] = 0xA5;
+}
+
+static int guard_ok(const void *buf, int32_t from_byte, int32_t bytes)
+{
+    int32_t i;
+    for (i = from_byte; i < from_byte + bytes; ++i)
+        if (((const uint8_t *)buf)[i] != 0xA5) return 0;
+    return 1;
+}
+"""
+
 def _unavailable(reason):
     if os.environ.get("CI"):
         pytest.fail(reason + " (required in CI)")
@@ -228,21 +247,7 @@ static uint32_t fnv(const void *out, int32_t n, int is16)
     }
     return h;
 }
-
-static void fill(void *buf, int32_t bytes)
-{
-    int32_t i;
-    for (i = 0; i < bytes; ++i) ((uint8_t *)buf)[i] = 0xA5;
-}
-
-static int guard_ok(const void *buf, int32_t from_byte, int32_t bytes)
-{
-    int32_t i;
-    for (i = from_byte; i < from_byte + bytes; ++i)
-        if (((const uint8_t *)buf)[i] != 0xA5) return 0;
-    return 1;
-}
-"""]
+""", GUARD_C]
     body = []
     for i, c in enumerate(cases):
         q = c["q"]
@@ -505,20 +510,7 @@ static uint32_t fnv(uint32_t h, const void *p, int32_t n, int is16)
     }
     return h;
 }
-
-static void fill(void *buf, int32_t bytes)
-{
-    memset(buf, 0xA5, (size_t)bytes);
-}
-
-static int guard_ok(const void *buf, int32_t from_byte, int32_t bytes)
-{
-    int32_t i;
-    for (i = from_byte; i < from_byte + bytes; ++i)
-        if (((const uint8_t *)buf)[i] != 0xA5) return 0;
-    return 1;
-}
-"""]
+""", GUARD_C]
     body = []
     for i, c in enumerate(cases):
         p, w = c["p"], c["p"]["w"]
