@@ -167,6 +167,7 @@ def build_report(graph, infos, plan, arrays, prefix, model_name, dtype, target) 
         report.layers.append(LayerRow(info.name, info.keras_class, info.output_shape,
                                       info.params, info.macs, wbytes, live))
         report.warnings.extend(info.warnings)
+    report.warnings.extend(graph.warnings)
     report.weight_bytes = sum(a["nbytes"] for a in arrays)
     if plan.live_bytes:
         k = plan.peak_step()

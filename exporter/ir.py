@@ -97,6 +97,7 @@ class Graph:
     # from the tensor's own parameters (an input affine folded away).
     boundary_quant: dict = field(default_factory=dict)
     input_affine: dict = field(default_factory=dict)  # name -> (a, b) the caller's x goes through
+    warnings: list = field(default_factory=list)      # for the report, from the frontend
 
     def add_tensor(self, name: str, shape) -> Tensor:
         base, k = name, 1
