@@ -242,7 +242,26 @@ typedef enum {
     K2M_ACT_SOFTPLUS,
     K2M_ACT_SOFTSIGN,
     K2M_ACT_EXPONENTIAL,
-    K2M_ACT_MISH
+    K2M_ACT_MISH,
+    /* functions of keras.ops nodes; alpha is the op's constant */
+    K2M_ACT_AFFINE,       /* alpha * x + threshold: x * c + d with scalars */
+    K2M_ACT_SQUARE,       /* x * x */
+    K2M_ACT_SQRT,
+    K2M_ACT_RSQRT,        /* 1 / sqrt(x) */
+    K2M_ACT_ABS,
+    K2M_ACT_LOG,
+    K2M_ACT_LOG1P,
+    K2M_ACT_EXPM1,
+    K2M_ACT_RECIPROCAL,   /* 1 / x */
+    K2M_ACT_RDIV,         /* alpha / x */
+    K2M_ACT_POW,          /* x ** alpha */
+    K2M_ACT_RPOW,         /* alpha ** x */
+    K2M_ACT_SIGN,         /* -1, 0 or 1 (NaN stays NaN) */
+    K2M_ACT_ERF,
+    K2M_ACT_SIN,
+    K2M_ACT_COS,
+    K2M_ACT_FLOOR,
+    K2M_ACT_CEIL
 } k2m_act_fn;
 void k2m_activation_f32(k2m_act_fn fn, const float *input, float *output,
                         int32_t size, float alpha, float threshold);

@@ -160,6 +160,25 @@ FUNCS = {
     "softsign": lambda x, a: x / (1.0 + np.abs(x)),
     "exponential": lambda x, a: np.exp(x),
     "mish": lambda x, a: x * np.tanh(_softplus(x)),
+    # functions of keras.ops nodes (a = the constant where there is one)
+    "affine": lambda x, a: a["alpha"] * x + a["threshold"],
+    "square": lambda x, a: x * x,
+    "sqrt": lambda x, a: np.sqrt(x),
+    "rsqrt": lambda x, a: 1.0 / np.sqrt(x),
+    "abs": lambda x, a: np.abs(x),
+    "log": lambda x, a: np.log(x),
+    "log1p": lambda x, a: np.log1p(x),
+    "expm1": lambda x, a: np.expm1(x),
+    "reciprocal": lambda x, a: 1.0 / x,
+    "rdiv": lambda x, a: a["alpha"] / x,
+    "pow": lambda x, a: np.power(x, a["alpha"]),
+    "rpow": lambda x, a: np.power(a["alpha"], x),
+    "sign": lambda x, a: np.sign(x),
+    "erf": lambda x, a: _erf(x),
+    "sin": lambda x, a: np.sin(x),
+    "cos": lambda x, a: np.cos(x),
+    "floor": lambda x, a: np.floor(x),
+    "ceil": lambda x, a: np.ceil(x),
 }
 
 
@@ -168,11 +187,19 @@ def _erf(x):
     return np.vectorize(erf, otypes=[np.float64])(x)
 
 
-def activation(node, x):
-    func = node.attrs["func"]
+def apply(func: str, attrs: dict, x):
     if func == "clamp":
-        return _clamp(x, node.attrs["clamp"])
-    return FUNCS[func](np.asarray(x, np.float64), node.attrs)
+        return _clamp(x, attrs["clamp"])
+    if func == "chain":  # int8: consecutive functions folded into one table
+        for step in attrs["chain"]:
+            x = apply(step["func"], step, x)
+        return x
+    with np.errstate(all="ignore"):  # log(0), 1/0...: the C gives the same inf/nan
+        return FUNCS[func](np.asarray(x, np.float64), attrs)
+
+
+def activation(node, x):
+    return apply(node.attrs["func"], node.attrs, x)
 
 
 def softmax(node, x):
