@@ -44,14 +44,15 @@ def default_prefix(stem: str) -> str:
 
 def lower(model_or_path, name: str | None = None):
     """Load and lower to an optimised float IR graph: (graph, infos, prefix, model name)."""
-    if isinstance(model_or_path, (str, os.PathLike)):
+    from_file = isinstance(model_or_path, (str, os.PathLike))
+    if from_file:
         path = Path(model_or_path)
         model = keras_frontend.load(str(path))
         stem = path.stem
     else:
         model, stem = model_or_path, getattr(model_or_path, "name", "model")
     prefix = check_prefix(name) if name is not None else default_prefix(stem)
-    graph, infos = keras_frontend.to_graph(model, prefix)
+    graph, infos = keras_frontend.to_graph(model, prefix, prechecked=from_file)
     optimise(graph)
     return graph, infos, prefix, stem
 

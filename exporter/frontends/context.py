@@ -94,6 +94,7 @@ class LayerContext:
         self.path = path
         self.args = list(args)
         self.kwargs = TrackedConfig(kwargs or {})
+        self.has_info = False  # one report row per Keras node
 
     @property
     def name(self) -> str:
@@ -116,7 +117,9 @@ class LayerContext:
         return out.name
 
     def info(self, out_shape, **kw) -> validate.LayerInfo:
-        info = validate.LayerInfo(self.name, self.cls, self.in_shape, tuple(out_shape), **kw)
+        info = validate.LayerInfo(self.name, self.cls, self.in_shape, tuple(out_shape),
+                                  call=self.describe_call(), **kw)
+        self.has_info = True
         self.infos.append(info)
         return info
 
@@ -134,6 +137,17 @@ class LayerContext:
         """The op, then the activation= it could not fuse (if any)."""
         t = self.add(op, inputs, out_shape, attrs, weights)
         return self.add_activation(func, t) if func else t
+
+    def describe_call(self) -> str:
+        """An op node's call as the user wrote it, constants included (for
+        --explain); layers say nothing here."""
+        from .registry import LAYERS
+        if self.key[0] == LAYERS or not self.key[0]:
+            return ""
+        parts = [show(a) for a in self.args]
+        parts += [f"{k}={show(v)}" for k, v in self.kwargs.items() if v is not None]
+        parts += [f"{k}={v!r}" for k, v in self.config.items() if k != "name"]
+        return f"{self.key[1]}({', '.join(parts)})"
 
     def unsupported(self, why: str):
         raise UnsupportedModelError(f"layer '{self.name}' ({self.cls}): {why}")
@@ -187,6 +201,23 @@ def check_read(cls, config: TrackedConfig, unsupported) -> None:
         unsupported(f"argument {key}={value!r} is not understood by the exporter, "
                     f"which does not approximate; remove it or use its default"
                     + (f" ({defaults[key]!r})" if key in defaults else ""))
+
+
+def show(value) -> str:
+    """A call argument for people: tensors by name, arrays by shape and the
+    first values."""
+    if isinstance(value, Ref):
+        return value.name
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(show(v) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner})"
+    if hasattr(value, "shape") and getattr(value, "ndim", 0) > 0:
+        flat = np.asarray(value).ravel()
+        head = ", ".join(f"{float(v):.4g}" for v in flat[:4]) + (", ..." if flat.size > 4 else "")
+        return f"array{tuple(np.shape(value))}[{head}]"
+    if isinstance(value, slice):
+        return ":".join("" if v is None else str(v) for v in (value.start, value.stop, value.step)).rstrip(":") or ":"
+    return repr(value)
 
 
 def init_defaults(cls) -> dict:

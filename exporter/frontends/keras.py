@@ -51,9 +51,12 @@ def check_classes(model) -> None:
     precheck.check(config)
 
 
-def to_graph(model, name: str):
-    """Lower a Keras model to an IR graph; returns (graph, layer infos)."""
-    check_classes(model)
+def to_graph(model, name: str, prechecked: bool = False):
+    """Lower a Keras model to an IR graph; returns (graph, layer infos).
+    `prechecked`: the model comes from a file whose config passed the
+    pre-check already."""
+    if not prechecked:
+        check_classes(model)
     f = _functional(model)
     if not hasattr(f, "_nodes_by_depth"):
         raise UnsupportedModelError(f"model '{model.name}' is a subclassed Model; only "

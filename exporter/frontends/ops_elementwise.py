@@ -147,9 +147,16 @@ def channel_affine(ctx, func, x, c, const_first) -> str:
     return affine(ctx, x, scale, offset)
 
 
+def row(ctx, shape) -> None:
+    """The node's report row, unless the handler made one already."""
+    if not ctx.has_info:
+        ctx.info(shape)
+
+
 def affine(ctx, x: str, scale, offset) -> str:
     """y = scale·x + offset along the last axis (scalars broadcast)."""
     shape = ctx.shape(x)
+    row(ctx, shape)
     ch = shape[-1] if shape else 1
     a = np.broadcast_to(np.asarray(scale, np.float64), (ch,)).astype(np.float32)
     b = np.broadcast_to(np.asarray(offset, np.float64), (ch,)).astype(np.float32)
@@ -160,10 +167,12 @@ def affine(ctx, x: str, scale, offset) -> str:
 
 
 def clamp(ctx, x: str, bounds) -> str:
+    row(ctx, ctx.shape(x))
     return ctx.add("activation", [x], ctx.shape(x), {"func": "clamp", "clamp": tuple(bounds)})
 
 
 def unary(ctx, x: str, func: str, **params) -> str:
+    row(ctx, ctx.shape(x))
     return ctx.add("activation", [x], ctx.shape(x), {"func": func, **params})
 
 
@@ -181,7 +190,6 @@ def one_tensor(ctx, allowed=()) -> str:
     (x,) = positional(ctx, 1, allowed)
     if not isinstance(x, Ref):
         ctx.unsupported("its operand is a constant")
-    ctx.info(ctx.shape(x.name))
     return x.name
 
 
@@ -271,6 +279,7 @@ def softmax_op(ctx):
     rank = len(ctx.shape(x)) + 1
     if axis not in (-1, rank - 1):
         ctx.unsupported(f"softmax over axis {axis}; only the last axis is supported")
+    row(ctx, ctx.shape(x))
     return ctx.add("softmax", [x], ctx.shape(x), {"axis": -1})
 
 
