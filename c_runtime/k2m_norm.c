@@ -2,12 +2,12 @@
  * GroupNormalization, RMSNormalization, UnitNormalization), int8.
  *
  * Integers only: exact int32/uint32 sums, the variance as an exact int64,
- * an integer inverse square root, then one 64-bit product per element
- * (k2m.h gives the arithmetic, docs/norm_int8.md why it is built this way;
- * tests/norm_ref.py mirrors it in numpy and any change here must be made
- * there too).  Where __ARM_FEATURE_DSP is defined the sums take SMLAD, four
- * elements per word; they are exact either way, so both paths give the
- * same bits.
+ * an integer inverse square root, then two 32x32 high-word products per
+ * element (k2m.h gives the arithmetic, docs/norm_int8.md why it is built
+ * this way; tests/norm_ref.py mirrors it in numpy and any change here must
+ * be made there too).  Where __ARM_FEATURE_DSP is defined the sums take
+ * SMLAD four elements per word, the rounded product SMMULR and the int8
+ * saturation SSAT; all are exact, so both paths give the same bits.
  */
 #include "k2m.h"
 #include "k2m_math.h"
@@ -69,6 +69,34 @@ static int32_t k2m_norm_rsqrt(uint64_t w, int32_t *z)
 static inline int64_t k2m_norm_asr64(int64_t x, int32_t n)
 {
     return x >= 0 ? (x >> n) : ~((~x) >> n);
+}
+
+/* floor(a * b / 2^32): the high word of the 64-bit product (SMULL). */
+static inline int32_t k2m_norm_mulhi(int32_t a, int32_t b)
+{
+    return (int32_t)(uint32_t)((uint64_t)((int64_t)a * b) >> 32);
+}
+
+/* floor((a * b + 2^31) / 2^32) (SMMULR).  |a * b| < 2^62 here, so the
+ * result fits and the uint64 sum wraps only where the true one is negative. */
+static inline int32_t k2m_norm_mulhi_round(int32_t a, int32_t b)
+{
+#if K2M_DSP
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+#else
+    return (int32_t)(uint32_t)(((uint64_t)((int64_t)a * b) + 0x80000000u) >> 32);
+#endif
+}
+
+static inline int32_t k2m_norm_sat8(int32_t v)
+{
+#if K2M_DSP
+    return __ssat(v, 8);
+#else
+    return k2m_clamp_s32(v, -128, 127);
+#endif
 }
 
 /* floor((p + 2^(k-1)) / 2^k) for k > 0, p * 2^-k for k <= 0, saturated
@@ -136,52 +164,127 @@ static void k2m_norm_sums(const int8_t *x, int32_t rows, int32_t len,
     }
 }
 
+/* One group's constants for the output pass.  The numerator m v - t is
+ * computed as scale * q + offset; k2m.h's acc = round(num * c / 2^k) takes
+ * one of three forms, all giving its exact value:
+ *   k >= 32:    acc = asr(mulhi(num, c) + 2^(k2-1), k2) with k2 = k - 32
+ *               (k2 = 0: mulhi_round), since floor(floor(X / 2^32) / 2^k2)
+ *               = floor(X / 2^k);
+ *   0 < k < 32: num pre-multiplied by 2^(32-k) (scale and offset are) when
+ *               that fits in 31 bits, then acc = mulhi_round(num, c);
+ *   otherwise:  the 64-bit k2m_norm_round_shift ("general").
+ * The first two never reach the 2^30 saturation (|acc| <= 2^29 + 1). */
+typedef struct {
+    int32_t rsq, k;
+    int32_t scale, offset;
+    int32_t general, k2;
+} k2m_norm_group;
+
+static void k2m_norm_group_init(const k2m_norm_s8_params *p, int32_t n,
+                                int32_t s1, uint32_t s2, k2m_norm_group *g)
+{
+    const int32_t m = p->mode == K2M_NORM_L2 ? 1 : n;
+    const int32_t t = p->mode == K2M_NORM_LAYER ? s1 : 0;
+    int64_t var, bound;
+    uint64_t w;
+    int32_t z, pre = 0;
+
+    if (p->mode == K2M_NORM_RMS || p->mode == K2M_NORM_L2) {
+        var = (int64_t)m * s2;
+    } else {
+        var = (int64_t)n * s2 - (int64_t)s1 * s1;
+    }
+    w = (uint64_t)var << p->eps_bits;
+    if (p->mode == K2M_NORM_L2) {
+        w = w > p->eps ? w : p->eps;
+    } else {
+        w += p->eps;
+    }
+    g->rsq = k2m_norm_rsqrt(w == 0u ? 1u : w, &z);
+    g->k = 61 - z / 2 - p->eps_bits / 2 - p->gamma_shift - K2M_NORM_BETA_BITS;
+    g->k = g->k > 62 ? 62 : g->k;
+    g->k2 = g->k > 32 ? g->k - 32 : 0;
+    /* |scale * q| and |offset| are at most 128 m and 128 m + |t| */
+    bound = 256 * (int64_t)m + (t < 0 ? -(int64_t)t : t);
+    g->general = g->k <= 0;
+    if (!g->general && g->k < 32) {
+        pre = 32 - g->k;
+        g->general = bound * ((int64_t)1 << pre) >= ((int64_t)1 << 31);
+    }
+    if (g->general) {
+        pre = 0;
+    }
+    g->scale = m * (1 << pre);
+    g->offset = (m * p->input_offset - t) * (1 << pre);
+}
+
+/* `len` outputs of one run: x, y the run, gm, beta its first parameter,
+ * `step` the parameter stride along the run. */
+static void k2m_norm_run(const k2m_norm_group *g, const k2m_norm_s8_params *p,
+                         const int8_t *x, int8_t *y, int32_t len,
+                         const int32_t *gm, const int32_t *beta, int32_t step)
+{
+    const int32_t out_add = (1 << (K2M_NORM_BETA_BITS - 1))
+                          + p->output_offset * (1 << K2M_NORM_BETA_BITS);
+    const int32_t lo = p->act_min, hi = p->act_max, rsq = g->rsq;
+    const int32_t scale = g->scale, offset = g->offset;
+    int32_t i;
+
+    /* int8 saturation here (one SSAT on the M4); a narrower clamp, rare,
+     * is a second pass over the run */
+#define K2M_NORM_STORE(acc)                                                   \
+    y[i] = (int8_t)k2m_norm_sat8(k2m_asr((acc) + *beta + out_add,             \
+                                         K2M_NORM_BETA_BITS));                \
+    gm += step;                                                               \
+    beta += step
+    if (g->general) {
+        for (i = 0; i < len; ++i) {
+            const int32_t num = scale * x[i] + offset;
+            const int32_t c = k2m_norm_mulhi(rsq, *gm);
+            K2M_NORM_STORE(k2m_norm_round_shift((int64_t)num * c, g->k));
+        }
+    } else if (g->k2 == 0) {
+        for (i = 0; i < len; ++i) {
+            const int32_t num = scale * x[i] + offset;
+            K2M_NORM_STORE(k2m_norm_mulhi_round(num, k2m_norm_mulhi(rsq, *gm)));
+        }
+    } else {
+        const int32_t k2 = g->k2, half = 1 << (g->k2 - 1);
+        for (i = 0; i < len; ++i) {
+            const int32_t num = scale * x[i] + offset;
+            K2M_NORM_STORE(k2m_asr(k2m_norm_mulhi(num, k2m_norm_mulhi(rsq, *gm)) + half, k2));
+        }
+    }
+#undef K2M_NORM_STORE
+    if (lo > -128 || hi < 127) {
+        for (i = 0; i < len; ++i) {
+            y[i] = (int8_t)k2m_clamp_s32(y[i], lo, hi);
+        }
+    }
+}
+
 void k2m_norm_s8(const k2m_norm_dims *d, const k2m_norm_s8_params *p,
                  const int8_t *input, int8_t *output)
 {
     const int32_t n = d->b * d->d;
     const int32_t stride = d->c * d->d;         /* between runs of one group */
-    const int32_t m = p->mode == K2M_NORM_L2 ? 1 : n;
     const int32_t *ps = p->param_stride;
-    int32_t a, c, b, i;
+    int32_t a, c, b;
 
     for (a = 0; a < d->a; ++a) {
         for (c = 0; c < d->c; ++c) {
             const int32_t base = a * d->b * stride + c * d->d;
-            int32_t s1, z, k, rsq, t;
+            k2m_norm_group g;
+            int32_t s1;
             uint32_t s2;
-            int64_t var;
-            uint64_t w;
 
             k2m_norm_sums(input + base, d->b, d->d, stride, p->input_offset, &s1, &s2);
-            if (p->mode == K2M_NORM_RMS || p->mode == K2M_NORM_L2) {
-                var = (int64_t)m * s2;
-            } else {
-                var = (int64_t)n * s2 - (int64_t)s1 * s1;
-            }
-            w = (uint64_t)var << p->eps_bits;
-            if (p->mode == K2M_NORM_L2) {
-                w = w > p->eps ? w : p->eps;
-            } else {
-                w += p->eps;
-            }
-            rsq = k2m_norm_rsqrt(w == 0u ? 1u : w, &z);
-            k = 61 - z / 2 - p->eps_bits / 2 - p->gamma_shift - K2M_NORM_BETA_BITS;
-            t = p->mode == K2M_NORM_LAYER ? s1 : 0;
-
+            k2m_norm_group_init(p, n, s1, s2, &g);
             for (b = 0; b < d->b; ++b) {
                 const int32_t at = base + b * stride;
-                const int32_t j0 = b * ps[0] + c * ps[1];
-                for (i = 0; i < d->d; ++i) {
-                    const int32_t j = j0 + i * ps[2];
-                    const int32_t num = m * (input[at + i] + p->input_offset) - t;
-                    const int32_t cj = (int32_t)k2m_norm_asr64(
-                        (int64_t)rsq * p->gamma_multiplier[j], 32);
-                    const int32_t acc = k2m_norm_round_shift((int64_t)num * cj, k);
-                    const int32_t y = k2m_asr(acc + p->beta[j] + (1 << (K2M_NORM_BETA_BITS - 1)),
-                                              K2M_NORM_BETA_BITS) + p->output_offset;
-                    output[at + i] = (int8_t)k2m_clamp_s32(y, p->act_min, p->act_max);
-                }
+                const int32_t j = b * ps[0] + c * ps[1];
+                k2m_norm_run(&g, p, input + at, output + at, d->d,
+                             p->gamma_multiplier + j, p->beta + j, ps[2]);
             }
         }
     }

@@ -262,21 +262,36 @@ def test_norm_s8_raw_params(lib, i):
                                   err_msg=f"{case['kind']} {case['mode']} {case['dims']}")
 
 
-def test_raw_cases_reach_every_shift_path():
-    """The raw cases must take the final shift's three paths (k <= 0, 1..62,
-    over 62) and outputs away from the clamps."""
-    ks, inside = set(), []
-    for i in range(N_CASES // 2):
-        case = raw_case(np.random.default_rng(9000 + i), i)
+def kernel_form(k: int, m: int, t: int) -> str:
+    """Which of k2m_norm_run's loops a group takes (k2m_norm_group_init)."""
+    k = min(k, 62)
+    if k <= 0:
+        return "general, left shift"
+    if k < 32 and (256 * m + abs(t)) << (32 - k) >= 2**31:
+        return "general, wide numerator"
+    return "high word, rounded" if k <= 32 else "high word, shifted"
+
+
+def test_cases_reach_every_kernel_form():
+    """Between them the exported and raw cases take each of the kernel's
+    loops (general with a left or a 64-bit right shift, the two high-word
+    forms), a final shift past 62, and outputs away from the clamps."""
+    forms, inside = set(), []
+    cases = [raw_case(np.random.default_rng(9000 + i), i) for i in range(N_CASES // 2)]
+    cases += [exported_case(np.random.default_rng(5000 + i), i) for i in range(N_CASES)]
+    for case in cases:
         p, dims = case["p"], case["dims"]
         g = ref.grouped(dims, case["x"]).astype(np.int64) + p["input_offset"]
         for grp in g.reshape(dims[0] * dims[2], -1):
-            _, k, _, _ = ref.group_stats(p["mode"], dims[1] * dims[3], int(grp.sum()),
+            _, k, m, t = ref.group_stats(p["mode"], dims[1] * dims[3], int(grp.sum()),
                                          int((grp * grp).sum()), p)
-            ks.add("left" if k <= 0 else ("zero" if k > 62 else "right"))
+            forms.add(kernel_form(k, m, t))
+            if k > 62:
+                forms.add("past 62")
         y = ref.norm_s8(dims, p, case["x"])
         inside.append(((y > p["act_min"]) & (y < p["act_max"])).mean())
-    assert ks == {"left", "zero", "right"}
+    assert forms == {"general, left shift", "general, wide numerator", "high word, rounded",
+                     "high word, shifted", "past 62"}
     assert np.mean(inside) > 0.2
 
 
