@@ -477,15 +477,17 @@ void k2m_norm_f32(const k2m_norm_dims *d, const k2m_norm_f32_params *p,
  *   LAYER:       V = n s2 - s1^2, t = s1, m = n
  *   RMS:         V = n s2,        t = 0,  m = n
  *   RMS_SCALING: V = n s2 - s1^2, t = 0,  m = n
- *   L2:          V = s2,          t = 0,  m = 1            (V int64, >= 0)
- * so that the real value is m v - t over rsqrt(V + E) with E epsilon in
- * the same units (eps n^2 / s_in^2, L2: (eps / s_in)^2).  The exporter
+ *   L2:          V = s2,          t = 0,  m = 1
+ * (V is int64, exact and >= 0: n s2 reaches 2^48), so that the normalized
+ * value is (m v - t) / sqrt(V + E) with E epsilon in the same units
+ * (eps n^2 / s_in^2, L2: (eps / s_in)^2).  The exporter
  * gives E with eps_bits = f fractional bits (f even, 0..62, chosen so that
  * V << f plus E stays below 2^63):
  *   W = (V << f) + eps, L2: max(V << f, eps);  W = 0 is taken as 1
- *   R, z = k2m_norm_rsqrt(W): 1 / sqrt(W) ~= R / 2^31 * 2^(z/2 - 31),
- *          R in [2^30, 2^31), z the even count of leading zeros of W
- *          (a 48-entry table and two Newton steps; k2m_norm.c)
+ *   R, z = k2m_norm_rsqrt(W): 1 / sqrt(W) ~= R / 2^31 * 2^(z/2 - 31)
+ *          (relative error < 3e-7), R in (2^29, 2^31), z the even count
+ *          of leading zeros of W (a 48-entry table and two Newton steps;
+ *          k2m_norm.c)
  *   k = 61 - z/2 - f/2 - gamma_shift - K2M_NORM_BETA_BITS
  * then per element, with j its parameter:
  *   c   = floor(R * gamma_multiplier[j] / 2^32)
