@@ -144,7 +144,7 @@ def check_norm(node, size: int) -> None:
     if a.get("mode") not in NORM_MODES:
         raise ExportError(f"{what}: unknown mode {a.get('mode')!r}; use one of {', '.join(NORM_MODES)}")
     eps = a.get("epsilon")
-    if not isinstance(eps, (int, float)) or not np.isfinite(eps) or eps < 0:
+    if not isinstance(eps, (int, float, np.floating)) or not np.isfinite(eps) or eps < 0:
         raise ExportError(f"{what}: epsilon {eps!r} is not a finite number >= 0")
     if a["mode"] == "l2" and eps <= 0:
         raise ExportError(f"{what}: mode l2 needs epsilon > 0 (it caps 1 / norm at 1 / epsilon)")

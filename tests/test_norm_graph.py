@@ -1,8 +1,8 @@
 """The op "norm" end to end from hand-built IR graphs: interpret ->
 quantize -> plan -> codegen -> the emitted folder built on the host (cffi),
 compared with exporter.interpret on the float graph; the folder also
-compiles with -Wall -Wextra -Werror on gcc and arm-none-eabi-gcc and gives
-the host's bits on the emulated Cortex-M4.
+compiles with -Wall -Wextra -Werror on gcc and arm-none-eabi-gcc, gives the
+host's bits on the emulated Cortex-M4 and has a bounded stack.
 
 Graphs (fixed weights from a seeded generator, no training):
 - transformer: dense -> LayerNormalization(eps 1e-6) over the last axis of
@@ -248,3 +248,15 @@ def test_qemu_bit_identical_to_host(built, tmp_path):
     got = run_on_qemu(built["dirs"]["float32"], xf, build_dir=tmp_path / "qf")
     want = fmodel.invoke(xf)
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
+def test_stack_bounded(built, dtype):
+    """Worst-case stack of PREFIX_invoke on the M4 (exporter.stack): known,
+    no dynamic frames, under the project's 1024 bytes."""
+    from exporter.stack import stack_usage
+    require_tool("arm-none-eabi-gcc", "apt-get install gcc-arm-none-eabi")
+    r = stack_usage(built["dirs"][dtype])
+    assert r["bounded"] and not r["dynamic"] and not r["recursive"], r
+    assert r["invoke"] < 1024
+    assert any(name.startswith("k2m_norm") for name in r["functions"])
