@@ -258,5 +258,6 @@ def test_stack_bounded(built, dtype):
     require_tool("arm-none-eabi-gcc", "apt-get install gcc-arm-none-eabi")
     r = stack_usage(built["dirs"][dtype])
     assert r["bounded"] and not r["dynamic"] and not r["recursive"], r
+    assert not r["unresolved"] and not r["unknown"], r
     assert r["invoke"] < 1024
     assert any(name.startswith("k2m_norm") for name in r["functions"])
