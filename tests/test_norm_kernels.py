@@ -13,8 +13,6 @@ in output steps on realistic inputs.
 """
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import math
 import sys
 from pathlib import Path
@@ -24,7 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import norm_ref as ref  # noqa: E402
-from test_kernels import GUARD, RUNTIME, Caller, header_cdef, sentinel  # noqa: E402
+from test_kernels import GUARD, Caller, section_module, sentinel  # noqa: E402
 
 from exporter.errors import UnsupportedModelError  # noqa: E402
 from exporter.ir import Node, Quant, Tensor  # noqa: E402
@@ -43,25 +41,10 @@ void t_rsqrt(const uint64_t *w, int32_t *r, int32_t *z, int32_t n)
 SHIM_CDEF = "void t_rsqrt(const uint64_t *w, int32_t *r, int32_t *z, int32_t n);"
 
 
-def norm_cdef() -> str:
-    text = (RUNTIME / "k2m.h").read_text()
-    start = text.index("/* ---- normalization")
-    return header_cdef(text[start:text.index("/* ---- ", start + 1)]) + SHIM_CDEF
-
-
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
-    import cffi
-    ffi = cffi.FFI()
-    ffi.cdef(norm_cdef())
-    ffi.set_source("_k2m_norm_test", SHIMS, include_dirs=[str(RUNTIME)], libraries=["m"],
-                   extra_compile_args=["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"])
-    so = ffi.compile(tmpdir=str(tmp_path_factory.mktemp("k2m_norm_build")), verbose=False)
-    spec = importlib.util.spec_from_file_location(
-        "_k2m_norm_test", so, loader=importlib.machinery.ExtensionFileLoader("_k2m_norm_test", so))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return section_module("_k2m_norm_test", "normalization", SHIMS, SHIM_CDEF,
+                          tmp_path_factory.mktemp("k2m_norm_build"))
 
 
 # ---- calls ---------------------------------------------------------------
