@@ -233,26 +233,25 @@ static void k2m_norm_run(const k2m_norm_group *g, const k2m_norm_s8_params *p,
     /* int8 saturation here (one SSAT on the M4); a narrower clamp, rare,
      * is a second pass over the run */
 #define K2M_NORM_STORE(acc)                                                   \
-    y[i] = (int8_t)k2m_norm_sat8(k2m_asr((acc) + *beta + out_add,             \
-                                         K2M_NORM_BETA_BITS));                \
-    gm += step;                                                               \
-    beta += step
+    y[i] = (int8_t)k2m_norm_sat8(k2m_asr((acc) + beta[i * step] + out_add,   \
+                                         K2M_NORM_BETA_BITS))
     if (g->general) {
         for (i = 0; i < len; ++i) {
             const int32_t num = scale * x[i] + offset;
-            const int32_t c = k2m_norm_mulhi(rsq, *gm);
+            const int32_t c = k2m_norm_mulhi(rsq, gm[i * step]);
             K2M_NORM_STORE(k2m_norm_round_shift((int64_t)num * c, g->k));
         }
     } else if (g->k2 == 0) {
         for (i = 0; i < len; ++i) {
             const int32_t num = scale * x[i] + offset;
-            K2M_NORM_STORE(k2m_norm_mulhi_round(num, k2m_norm_mulhi(rsq, *gm)));
+            K2M_NORM_STORE(k2m_norm_mulhi_round(num, k2m_norm_mulhi(rsq, gm[i * step])));
         }
     } else {
         const int32_t k2 = g->k2, half = 1 << (g->k2 - 1);
         for (i = 0; i < len; ++i) {
             const int32_t num = scale * x[i] + offset;
-            K2M_NORM_STORE(k2m_asr(k2m_norm_mulhi(num, k2m_norm_mulhi(rsq, *gm)) + half, k2));
+            K2M_NORM_STORE(k2m_asr(k2m_norm_mulhi(num, k2m_norm_mulhi(rsq, gm[i * step])) + half,
+                                   k2));
         }
     }
 #undef K2M_NORM_STORE

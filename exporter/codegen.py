@@ -70,7 +70,7 @@ RNN_ACT_ENUMS = {"tanh": "K2M_RNN_TANH", "sigmoid": "K2M_RNN_SIGMOID",
                  "linear": "K2M_RNN_LINEAR"}
 RNN_FUNCS = {"simple": "simple_rnn", "lstm": "lstm", "gru": "gru"}
 NORM_MODE_ENUMS = {"layer": "K2M_NORM_LAYER", "rms": "K2M_NORM_RMS",
-              "rms_scaling": "K2M_NORM_RMS_SCALING", "l2": "K2M_NORM_L2"}
+                   "rms_scaling": "K2M_NORM_RMS_SCALING", "l2": "K2M_NORM_L2"}
 
 
 class Emitter:

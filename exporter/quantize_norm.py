@@ -76,6 +76,8 @@ def affine(node, s_out: float) -> tuple:
 
 def params(node, tin, tout) -> dict:
     check_norm(node, tin.size // max(node.attrs.get("frames", 0), 1))  # one frame's
+    if tin.dtype != "int8":
+        _refuse(node, f"its input is {tin.dtype}; the int8 kernel reads int8")
     _, b, _, d = node.attrs["dims"]
     n = b * d
     if n > MAX_GROUP:

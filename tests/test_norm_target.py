@@ -1,6 +1,6 @@
 """The int8 norm kernel on the emulated Cortex-M4: the same bits as
 tests/norm_ref.py (bit-exact to the host build, tests/test_norm_kernels.py)
-for the DSP sums at -O2 and -O0 and for the portable loop (-DK2M_PORTABLE),
+for the DSP path (SMLAD sums, SMMULR, SSAT) at -O2 and -O0 and for the portable loop (-DK2M_PORTABLE),
 compiled by arm-none-eabi-gcc and run under QEMU (mps2-an386) with
 ../shared/tools/m4run.
 
@@ -8,10 +8,12 @@ One C program holds every case as const arrays (the kernel tests' exported
 and raw parameter cases, and groups of 4096 and 65536 saturated values),
 runs each into a buffer between guard bytes, in place for every fifth case,
 and prints a hash per case.  Skipped without the tools, failed when $CI is
-set.
+set.  The same program also runs on the host under ASan and UBSan.
 """
 from __future__ import annotations
 
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +22,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import norm_ref as ref  # noqa: E402
-from test_dsp import GUARD_C, _arr, m4run, out_hash, run_m4  # noqa: E402,F401
+from conftest import require_tool  # noqa: E402
+from test_dsp import GUARD_C, RUNTIME, _arr, m4run, out_hash, run_m4  # noqa: E402,F401
+from test_fuzz_kernels import CFLAGS, SANITIZER_MARKS  # noqa: E402
 from test_norm_kernels import exported_case, fake_node, raw_case  # noqa: E402
 
 from exporter import quantize_norm  # noqa: E402
@@ -124,3 +128,21 @@ def test_m4_bit_identical_to_reference(results, path):
         elif not run[i][1]:
             bad.append(f"{what}: wrote outside its output")
     assert not bad, f"{len(bad)} of {len(cases)} cases fail ({path}):\n" + "\n".join(bad[:20])
+
+
+def test_host_sanitizers(tmp_path):
+    """The same program on the host under AddressSanitizer and
+    UndefinedBehaviorSanitizer (portable loop, exactly sized inputs):
+    no finding, the reference's bits."""
+    gcc = require_tool("gcc", "apt-get install gcc")
+    cases = make_cases()
+    src, exe = tmp_path / "norm_cases.c", tmp_path / "norm_cases"
+    src.write_text(c_program(cases))
+    cmd = [gcc, *CFLAGS, "-I", str(RUNTIME), str(src), str(RUNTIME / "k2m_norm.c"), "-o", str(exe)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr}"
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and not any(m in run.stderr for m in SANITIZER_MARKS), run.stderr
+    got = {int(m.group(1)): (int(m.group(2), 16), m.group(3) == "1")
+           for m in re.finditer(r"^case (\d+) ([0-9a-f]{8}) (\d)$", run.stdout, re.M)}
+    assert got == {i: (out_hash(c["y"]), True) for i, c in enumerate(cases)}
