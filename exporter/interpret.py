@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .ir import check_norm
+
 
 def _pad(x, attrs, value):
     (kh, kw), (sh, sw), (dh, dw) = attrs["kernel"], attrs["strides"], attrs["dilation"]
@@ -322,6 +324,36 @@ def rnn(node, x, probes=None):
     return np.stack(outs, axis=1)
 
 
+def norm(node, x):
+    """Keras's normalization formulas (ir.check_norm): LayerNormalization
+    (ops.moments' population variance), RMSNormalization, Keras 3's
+    rms_scaling (x over sqrt(var + eps)) and ops.normalize's
+    x * min(rsqrt(sum x^2), 1 / eps)."""
+    a, w = node.attrs, node.weights
+    check_norm(node, int(np.prod(x.shape[1:], dtype=np.int64)))
+    (A, B, C, D), eps, mode = a["dims"], a["epsilon"], a["mode"]
+    g = np.asarray(x, np.float64).reshape(len(x), A, B, C, D)
+    axes = (2, 4)
+    if mode in ("layer", "rms_scaling"):
+        mean = g.mean(axis=axes, keepdims=True)
+        inv = 1.0 / np.sqrt(((g - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
+        y = (g - mean if mode == "layer" else g) * inv
+    elif mode == "rms":
+        y = g / np.sqrt((g * g).mean(axis=axes, keepdims=True) + eps)
+    else:
+        with np.errstate(divide="ignore"):
+            y = g * np.minimum(1.0 / np.sqrt((g * g).sum(axis=axes, keepdims=True)), 1.0 / eps)
+    if "gamma" in w or "beta" in w:
+        sb, sc, sd = a["param_index"]
+        j = (np.arange(B)[:, None, None] * sb + np.arange(C)[None, :, None] * sc
+             + np.arange(D)[None, None, :] * sd)
+        if "gamma" in w:
+            y = y * w["gamma"].astype(np.float64)[j]
+        if "beta" in w:
+            y = y + w["beta"].astype(np.float64)[j]
+    return _clamp(y, a.get("clamp", (None, None))).reshape(x.shape)
+
+
 identity = reshape
 
 mean = avg_pool
@@ -330,7 +362,8 @@ RUN = {"conv2d": conv2d, "depthwise_conv2d": depthwise_conv2d, "conv3d": conv3d,
        "max_pool3d": max_pool3d, "avg_pool3d": avg_pool3d, "dense": dense, "max_pool": max_pool, "avg_pool": avg_pool, "mean": mean,
        "activation": activation, "add": add, "binary": binary, "copy": copy, "prelu": prelu,
        "resize_bilinear": resize_bilinear, "softmax": softmax, "reshape": reshape,
-       "identity": identity, "embedding": embedding, "rnn": rnn}
+       "identity": identity, "embedding": embedding, "rnn": rnn,
+       "norm": norm}
 
 
 def run_node(node, inputs: list, frame_shapes, probes=None):

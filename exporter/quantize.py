@@ -364,6 +364,11 @@ def rnn_params(node, tin, tout, ranges) -> dict:
     return quantize_recurrent.params(node, tin.quant, tout.quant, ranges)
 
 
+def norm_params(node, tin, tout) -> dict:
+    from . import quantize_norm
+    return quantize_norm.params(node, tin, tout)
+
+
 # Ops whose quantization needs more than their input/output ranges.
 SPECIAL = {"embedding": embedding_params, "rnn": rnn_params}
 
@@ -371,4 +376,5 @@ PARAMS = {"conv2d": weighted, "depthwise_conv2d": weighted, "conv3d": weighted,
           "dense": weighted, "max_pool3d": pooled, "avg_pool3d": pooled, "max_pool": pooled,
           "avg_pool": pooled, "mean": mean, "add": add_params, "binary": binary_params, "copy": copy_params, "prelu": prelu_params,
           "activation": lookup_table,
-          "softmax": softmax_table}
+          "softmax": softmax_table,
+          "norm": norm_params}
