@@ -236,4 +236,35 @@ static inline int32_t k2m_rnn_output_row(const k2m_rnn_dims *d, int32_t s)
     return (d->flags & K2M_RNN_REVERSE_OUTPUT) ? d->steps - 1 - s : s;
 }
 
+/* ---- requantization that saturates instead of wrapping ----------------
+ * k2m_rq_apply shifts acc left before the multiply, as TFLite does, and an
+ * accumulator too large for that shift wraps.  With the exporter's
+ * multipliers (in [2^30, 2^31)) such an accumulator's exact result is at
+ * least 2^30 in size, which k2m_sat30 would clamp anyway: so return that
+ * bound.  Used by the kernels whose accumulators the exporter cannot bound
+ * from the calibration (broadcast binary ops, reduce, matmul). */
+static inline int32_t k2m_rq_apply_sat(const k2m_rq *r, int32_t acc)
+{
+    if (r->left > 0) {
+        const int32_t lim = INT32_MAX >> r->left;
+        if (acc > lim) {
+            return (int32_t)((1u << 30) - 1u);
+        }
+        if (acc < -lim - 1) {
+            return -(int32_t)(1u << 30);
+        }
+    }
+    return k2m_rq_apply(r, acc);
+}
+
+/* num / den rounded to nearest, ties away from zero; den != 0 and
+ * |num| <= 2^30 (the int8 division of k2m_broadcast_div_s8). */
+static inline int32_t k2m_div_nearest(int32_t num, int32_t den)
+{
+    const uint32_t a = num < 0 ? 0u - (uint32_t)num : (uint32_t)num;
+    const uint32_t b = den < 0 ? 0u - (uint32_t)den : (uint32_t)den;
+    const int32_t q = (int32_t)((a + (b >> 1)) / b);
+    return (num < 0) != (den < 0) ? -q : q;
+}
+
 #endif /* K2M_MATH_H */

@@ -1,0 +1,249 @@
+/* k2m runtime: batched matrix product of two tensors (attention's Q K^T
+ * and P V, ops.matmul), int8 -> int8, int8 -> int16 and float.
+ *
+ * Both operands have k contiguous (k2m.h), so every output is the dot
+ * product of two contiguous rows, the shape SMLAD wants.  Unlike a dense
+ * layer's weights, b is an activation with a zero point of its own (a
+ * softmax output's is -128), so both offsets are exact parts of the
+ * arithmetic.
+ */
+#include "k2m.h"
+#include "k2m_math.h"
+
+#include <stddef.h>
+
+/* Walks the batches: BODY sees a_, b_ (the batch's first rows) and oc_ (the
+ * index of its first output). */
+#define MM_BATCHES(d, a, b, BODY)                                             \
+    do {                                                                      \
+        int32_t i0, i1, i2;                                                   \
+        for (i0 = 0; i0 < (d)->batch_count[0]; ++i0)                          \
+        for (i1 = 0; i1 < (d)->batch_count[1]; ++i1)                          \
+        for (i2 = 0; i2 < (d)->batch_count[2]; ++i2) {                        \
+            const int8_t *a_ = (a) + i0 * (d)->a_batch[0] + i1 * (d)->a_batch[1] \
+                + i2 * (d)->a_batch[2];                                       \
+            const int8_t *b_ = (b) + i0 * (d)->b_batch[0] + i1 * (d)->b_batch[1] \
+                + i2 * (d)->b_batch[2];                                       \
+            const int32_t oc_ = i0 * (d)->c_batch[0] + i1 * (d)->c_batch[1]   \
+                + i2 * (d)->c_batch[2];                                       \
+            BODY;                                                             \
+        }                                                                     \
+    } while (0)
+
+/* Requantizes, clamps and stores output `index`. */
+static inline void mm_store(const k2m_matmul_s8_params *p, const k2m_rq *r, void *c,
+                            int32_t index, int32_t acc, int out_is_16bit)
+{
+    k2m_store_s8_s16(c, index,
+                     k2m_clamp_s32(k2m_rq_apply_sat(r, acc) + p->output_offset,
+                                   p->act_min, p->act_max),
+                     out_is_16bit);
+}
+
+#if !K2M_DSP
+/* The portable reference: one output at a time. */
+static void mm_rows(const k2m_matmul_dims *d, const k2m_matmul_s8_params *p,
+                    const k2m_rq *r, const int8_t *a, const int8_t *b, void *c,
+                    int32_t oc, int out_is_16bit)
+{
+    int32_t i, j, t;
+
+    for (i = 0; i < d->m; ++i) {
+        const int8_t *ar = a + i * d->a_row;
+        for (j = 0; j < d->n; ++j) {
+            const int8_t *br = b + j * d->b_row;
+            int32_t acc = 0;
+            for (t = 0; t < d->k; ++t) {
+                acc += ((int32_t)ar[t] + p->a_offset) * ((int32_t)br[t] + p->b_offset);
+            }
+            mm_store(p, r, c, oc + i * d->c_row + j, acc, out_is_16bit);
+        }
+    }
+}
+#endif /* !K2M_DSP */
+
+#if K2M_DSP
+/* ---- Cortex-M4 DSP path (SMLAD) ----------------------------------------
+ * acc[i][j] = sum_t (a_t + a_offset) (b_jt + b_offset)
+ *           = sum_t (a_t + a_offset) b_jt + b_offset * sum_t (a_t + a_offset):
+ * the second sum once per a row, the first four b rows at a time, each a
+ * word of the a row unpacked once with its offset (SXTAB16, |q + offset| <=
+ * 255 fits an int16 lane) and shared by four SMLADs pairs, as in
+ * k2m_fully_connected.c (whose register plan this follows: rows 1 and 3
+ * read at [row 0 + b_row] and [row 2 + b_row]).  Exact int32 integers as
+ * in the portable loop, only added in another order. */
+#define MM_ROW(acc, load)                             \
+    load                                              \
+    "sxtb16  %[t1], %[t0]\n\t"                        \
+    "smlad   %[" acc "], %[t1], %[x02], %[" acc "]\n\t" \
+    "sxtb16  %[t0], %[t0], ror #8\n\t"                \
+    "smlad   %[" acc "], %[t0], %[x13], %[" acc "]\n\t"
+
+/* acc[0..3] += sum_t (a_t + offset) b_jt for the rows w, w + stride,
+ * w + 2 stride, w + 3 stride, over k4 = k rounded down to 4 (the rest in
+ * mm_tail). */
+static void mm_dot4(const int8_t *x, const int8_t *w, int32_t k4, int32_t stride,
+                    int32_t off2, int32_t acc[4])
+{
+    const int8_t *const x_end = x + k4;
+    const int8_t *w0 = w, *w2 = w + 2 * stride;
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+
+#if defined(__OPTIMIZE__)
+    while (x != x_end) {
+        int32_t x02, x13, t0, t1;
+        __asm__(
+            "ldr     %[x13], [%[x]], #4\n\t"
+            "sxtab16 %[x02], %[off], %[x13]\n\t"
+            "sxtab16 %[x13], %[off], %[x13], ror #8\n\t"
+            MM_ROW("a1", "ldr     %[t0], [%[w0], %[n]]\n\t")
+            MM_ROW("a0", "ldr     %[t0], [%[w0]], #4\n\t")
+            MM_ROW("a3", "ldr     %[t0], [%[w2], %[n]]\n\t")
+            MM_ROW("a2", "ldr     %[t0], [%[w2]], #4\n\t")
+            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),
+              [x] "+r"(x), [w0] "+r"(w0), [w2] "+r"(w2),
+              [x02] "=&r"(x02), [x13] "=&r"(x13), [t0] "=&r"(t0), [t1] "=&r"(t1)
+            : [n] "r"(stride), [off] "r"(off2)
+            : "memory");
+    }
+#else
+    /* -O0 cannot give the asm its 14 registers: the same sums in C. */
+    while (x != x_end) {
+        const int32_t x4 = k2m_ld32(x);
+        const int32_t x02 = __sxtab16(off2, x4), x13 = k2m_sxtab16_ror8(off2, x4);
+        const int32_t r0 = k2m_ld32(w0), r1 = k2m_ld32(w0 + stride);
+        const int32_t r2 = k2m_ld32(w2), r3 = k2m_ld32(w2 + stride);
+        a0 = __smlad(k2m_sxtb16_ror8(r0), x13, __smlad(__sxtb16(r0), x02, a0));
+        a1 = __smlad(k2m_sxtb16_ror8(r1), x13, __smlad(__sxtb16(r1), x02, a1));
+        a2 = __smlad(k2m_sxtb16_ror8(r2), x13, __smlad(__sxtb16(r2), x02, a2));
+        a3 = __smlad(k2m_sxtb16_ror8(r3), x13, __smlad(__sxtb16(r3), x02, a3));
+        x += 4;
+        w0 += 4;
+        w2 += 4;
+    }
+#endif
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+#undef MM_ROW
+
+/* acc += sum_t (a_t + offset) b_t over one b row, k4 words by SMLAD. */
+static int32_t mm_dot1(const int8_t *x, const int8_t *w, int32_t k4, int32_t off2,
+                       int32_t acc)
+{
+    int32_t t;
+    for (t = 0; t < k4; t += 4) {
+        const int32_t x4 = k2m_ld32(x + t), w4 = k2m_ld32(w + t);
+        acc = __smlad(__sxtb16(w4), __sxtab16(off2, x4), acc);
+        acc = __smlad(k2m_sxtb16_ror8(w4), k2m_sxtab16_ror8(off2, x4), acc);
+    }
+    return acc;
+}
+
+/* The k - k4 leftover products of one b row. */
+static int32_t mm_tail(const int8_t *x, const int8_t *w, int32_t k4, int32_t k,
+                       int32_t a_offset, int32_t acc)
+{
+    int32_t t;
+    for (t = k4; t < k; ++t) {
+        acc += ((int32_t)x[t] + a_offset) * (int32_t)w[t];
+    }
+    return acc;
+}
+
+/* sum_t (a_t + a_offset) over a row: two SMLADs against (1, 1) per word. */
+static int32_t mm_row_sum(const int8_t *x, int32_t k4, int32_t k, int32_t off2,
+                          int32_t a_offset)
+{
+    const int32_t ones = 0x00010001;
+    int32_t sum = 0, t;
+    for (t = 0; t < k4; t += 4) {
+        const int32_t x4 = k2m_ld32(x + t);
+        sum = __smlad(__sxtab16(off2, x4), ones, __smlad(k2m_sxtab16_ror8(off2, x4), ones, sum));
+    }
+    for (; t < k; ++t) {
+        sum += (int32_t)x[t] + a_offset;
+    }
+    return sum;
+}
+
+static void mm_rows(const k2m_matmul_dims *d, const k2m_matmul_s8_params *p,
+                    const k2m_rq *r, const int8_t *a, const int8_t *b, void *c,
+                    int32_t oc, int out_is_16bit)
+{
+    const int32_t k = d->k, k4 = k & ~3, n4 = d->n & ~3;
+    const int32_t off2 = (int32_t)(((uint32_t)p->a_offset & 0xFFFFu)
+                                   | ((uint32_t)p->a_offset << 16));
+    int32_t i, j, u;
+
+    for (i = 0; i < d->m; ++i) {
+        const int8_t *ar = a + i * d->a_row;
+        const int32_t base = p->b_offset * mm_row_sum(ar, k4, k, off2, p->a_offset);
+        const int32_t o = oc + i * d->c_row;
+        for (j = 0; j < n4; j += 4) {
+            const int8_t *br = b + j * d->b_row;
+            int32_t acc[4];
+            acc[0] = acc[1] = acc[2] = acc[3] = base;
+            mm_dot4(ar, br, k4, d->b_row, off2, acc);
+            for (u = 0; u < 4; ++u) {
+                acc[u] = mm_tail(ar, br + u * d->b_row, k4, k, p->a_offset, acc[u]);
+                mm_store(p, r, c, o + j + u, acc[u], out_is_16bit);
+            }
+        }
+        for (; j < d->n; ++j) {
+            const int8_t *br = b + j * d->b_row;
+            const int32_t acc = mm_tail(ar, br, k4, k, p->a_offset,
+                                        mm_dot1(ar, br, k4, off2, base));
+            mm_store(p, r, c, o + j, acc, out_is_16bit);
+        }
+    }
+}
+#endif /* K2M_DSP */
+
+static void matmul_s8_any(const k2m_matmul_dims *d, const k2m_matmul_s8_params *p,
+                          const int8_t *a, const int8_t *b, void *c, int out_is_16bit)
+{
+    k2m_rq r;
+    k2m_rq_init(&r, p->multiplier, p->shift);
+    MM_BATCHES(d, a, b, mm_rows(d, p, &r, a_, b_, c, oc_, out_is_16bit));
+}
+
+void k2m_matmul_s8(const k2m_matmul_dims *d, const k2m_matmul_s8_params *p,
+                   const int8_t *a, const int8_t *b, int8_t *c)
+{
+    matmul_s8_any(d, p, a, b, c, 0);
+}
+
+void k2m_matmul_s8_s16(const k2m_matmul_dims *d, const k2m_matmul_s8_params *p,
+                       const int8_t *a, const int8_t *b, int16_t *c)
+{
+    matmul_s8_any(d, p, a, b, c, 1);
+}
+
+void k2m_matmul_f32(const k2m_matmul_dims *d, float act_min, float act_max,
+                    const float *a, const float *b, float *c)
+{
+    int32_t i0, i1, i2, i, j, t;
+
+    for (i0 = 0; i0 < d->batch_count[0]; ++i0)
+    for (i1 = 0; i1 < d->batch_count[1]; ++i1)
+    for (i2 = 0; i2 < d->batch_count[2]; ++i2) {
+        const float *a0 = a + i0 * d->a_batch[0] + i1 * d->a_batch[1] + i2 * d->a_batch[2];
+        const float *b0 = b + i0 * d->b_batch[0] + i1 * d->b_batch[1] + i2 * d->b_batch[2];
+        float *c0 = c + i0 * d->c_batch[0] + i1 * d->c_batch[1] + i2 * d->c_batch[2];
+        for (i = 0; i < d->m; ++i) {
+            const float *ar = a0 + i * d->a_row;
+            for (j = 0; j < d->n; ++j) {
+                const float *br = b0 + j * d->b_row;
+                float acc = 0.0f;
+                for (t = 0; t < d->k; ++t) {
+                    acc += ar[t] * br[t];
+                }
+                acc = acc < act_min ? act_min : acc;
+                c0[i * d->c_row + j] = acc > act_max ? act_max : acc;
+            }
+        }
+    }
+}
