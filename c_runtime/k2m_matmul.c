@@ -30,21 +30,48 @@
         }                                                                     \
     } while (0)
 
-/* Requantizes, clamps and stores output `index`. */
-static inline void mm_store(const k2m_matmul_s8_params *p, const k2m_rq *r, void *c,
-                            int32_t index, int32_t acc, int out_is_16bit)
+/* One call's constants (taken as `restrict`: the output stores could
+ * otherwise alias them).  The requantization takes k2m_rqs's small form
+ * when k * 256^2 allows it (k <= 8191 at right shifts), else
+ * k2m_rq_apply_sat: the same integers either way. */
+typedef struct {
+    int32_t a_offset, b_offset, output_offset, act_min, act_max, out16;
+    k2m_rq r;
+    k2m_rqs small;
+    int32_t fast;
+} mm_ctx;
+
+static void mm_init(mm_ctx *c, const k2m_matmul_s8_params *p, int32_t k, int out16)
 {
-    k2m_store_s8_s16(c, index,
-                     k2m_clamp_s32(k2m_rq_apply_sat(r, acc) + p->output_offset,
-                                   p->act_min, p->act_max),
-                     out_is_16bit);
+    c->a_offset = p->a_offset;
+    c->b_offset = p->b_offset;
+    c->output_offset = p->output_offset;
+    c->act_min = p->act_min;
+    c->act_max = p->act_max;
+    c->out16 = out16;
+    k2m_rq_init(&c->r, p->multiplier, p->shift);
+    c->fast = k2m_rqs_init(&c->small, p->multiplier, p->shift, p->output_offset,
+                           (uint32_t)(k <= 16383 ? k : 16383) << 16) && k <= 16383;
+}
+
+/* The general requantization, out of line: the small form is the common
+ * case, and this way mm_store stays small enough to inline. */
+static int32_t mm_requantize_general(const mm_ctx *c, int32_t acc)
+{
+    return k2m_rq_apply_sat(&c->r, acc) + c->output_offset;
+}
+
+/* Requantizes, clamps and stores output `index`. */
+static inline void mm_store(const mm_ctx *restrict c, void *out, int32_t index, int32_t acc)
+{
+    const int32_t v = c->fast ? k2m_rqs_apply(&c->small, acc) : mm_requantize_general(c, acc);
+    k2m_store_s8_s16(out, index, k2m_clamp_s32(v, c->act_min, c->act_max), c->out16);
 }
 
 #if !K2M_DSP
 /* The portable reference: one output at a time. */
-static void mm_rows(const k2m_matmul_dims *d, const k2m_matmul_s8_params *p,
-                    const k2m_rq *r, const int8_t *a, const int8_t *b, void *c,
-                    int32_t oc, int out_is_16bit)
+static void mm_rows(const k2m_matmul_dims *d, const mm_ctx *restrict c, const int8_t *a,
+                    const int8_t *b, void *out, int32_t oc)
 {
     int32_t i, j, t;
 
@@ -54,9 +81,9 @@ static void mm_rows(const k2m_matmul_dims *d, const k2m_matmul_s8_params *p,
             const int8_t *br = b + j * d->b_row;
             int32_t acc = 0;
             for (t = 0; t < d->k; ++t) {
-                acc += ((int32_t)ar[t] + p->a_offset) * ((int32_t)br[t] + p->b_offset);
+                acc += ((int32_t)ar[t] + c->a_offset) * ((int32_t)br[t] + c->b_offset);
             }
-            mm_store(p, r, c, oc + i * d->c_row + j, acc, out_is_16bit);
+            mm_store(c, out, oc + i * d->c_row + j, acc);
         }
     }
 }
@@ -82,14 +109,17 @@ static void mm_rows(const k2m_matmul_dims *d, const k2m_matmul_s8_params *p,
 /* acc[0..3] += sum_t (a_t + offset) b_jt for the rows w, w + stride,
  * w + 2 stride, w + 3 stride, over k4 = k rounded down to 4 (the rest in
  * mm_tail). */
+/* Not inlined: the asm needs 14 free registers, which the caller's loop
+ * would not leave it. */
+__attribute__((noinline))
 static void mm_dot4(const int8_t *x, const int8_t *w, int32_t k4, int32_t stride,
                     int32_t off2, int32_t acc[4])
 {
-    const int8_t *const x_end = x + k4;
     const int8_t *w0 = w, *w2 = w + 2 * stride;
     int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
 
 #if defined(__OPTIMIZE__)
+    const int8_t *const x_end = x + k4;
     while (x != x_end) {
         int32_t x02, x13, t0, t1;
         __asm__(
@@ -108,6 +138,7 @@ static void mm_dot4(const int8_t *x, const int8_t *w, int32_t k4, int32_t stride
     }
 #else
     /* -O0 cannot give the asm its 14 registers: the same sums in C. */
+    const int8_t *const x_end = x + k4;
     while (x != x_end) {
         const int32_t x4 = k2m_ld32(x);
         const int32_t x02 = __sxtab16(off2, x4), x13 = k2m_sxtab16_ror8(off2, x4);
@@ -169,45 +200,83 @@ static int32_t mm_row_sum(const int8_t *x, int32_t k4, int32_t k, int32_t off2,
     return sum;
 }
 
-static void mm_rows(const k2m_matmul_dims *d, const k2m_matmul_s8_params *p,
-                    const k2m_rq *r, const int8_t *a, const int8_t *b, void *c,
-                    int32_t oc, int out_is_16bit)
+/* mm_store of four neighbouring outputs, the constants loaded once; with
+ * no fused clamp (act range = the type's) one SSAT does the clamp. */
+static void mm_store4(const mm_ctx *restrict c, void *out, int32_t index, const int32_t acc[4])
 {
-    const int32_t k = d->k, k4 = k & ~3, n4 = d->n & ~3;
-    const int32_t off2 = (int32_t)(((uint32_t)p->a_offset & 0xFFFFu)
-                                   | ((uint32_t)p->a_offset << 16));
-    int32_t i, j, u;
+    const int32_t lo = c->act_min, hi = c->act_max;
+    const k2m_rqs r = c->small;
+    int32_t u;
+
+    if (!c->fast) {
+        for (u = 0; u < 4; ++u) {
+            mm_store(c, out, index + u, acc[u]);
+        }
+    } else if (c->out16) {
+        int16_t *y = (int16_t *)out + index;
+        if (lo == -32768 && hi == 32767) {
+            for (u = 0; u < 4; ++u) {
+                y[u] = (int16_t)__ssat(k2m_rqs_apply(&r, acc[u]), 16);
+            }
+        } else {
+            for (u = 0; u < 4; ++u) {
+                y[u] = (int16_t)k2m_clamp_s32(k2m_rqs_apply(&r, acc[u]), lo, hi);
+            }
+        }
+    } else {
+        int8_t *y = (int8_t *)out + index;
+        if (lo == -128 && hi == 127) {
+            for (u = 0; u < 4; ++u) {
+                y[u] = (int8_t)__ssat(k2m_rqs_apply(&r, acc[u]), 8);
+            }
+        } else {
+            for (u = 0; u < 4; ++u) {
+                y[u] = (int8_t)k2m_clamp_s32(k2m_rqs_apply(&r, acc[u]), lo, hi);
+            }
+        }
+    }
+}
+
+static void mm_rows(const k2m_matmul_dims *d, const mm_ctx *restrict c, const int8_t *a,
+                    const int8_t *b, void *out, int32_t oc)
+{
+    const int32_t k = d->k, k4 = k & ~3, n4 = d->n & ~3, b_row = d->b_row;
+    const int32_t a_offset = c->a_offset;
+    const int32_t off2 = (int32_t)(((uint32_t)a_offset & 0xFFFFu) | ((uint32_t)a_offset << 16));
+    int32_t i, j;
 
     for (i = 0; i < d->m; ++i) {
         const int8_t *ar = a + i * d->a_row;
-        const int32_t base = p->b_offset * mm_row_sum(ar, k4, k, off2, p->a_offset);
+        const int32_t base = c->b_offset * mm_row_sum(ar, k4, k, off2, a_offset);
         const int32_t o = oc + i * d->c_row;
         for (j = 0; j < n4; j += 4) {
-            const int8_t *br = b + j * d->b_row;
+            const int8_t *br = b + j * b_row;
             int32_t acc[4];
             acc[0] = acc[1] = acc[2] = acc[3] = base;
-            mm_dot4(ar, br, k4, d->b_row, off2, acc);
-            for (u = 0; u < 4; ++u) {
-                acc[u] = mm_tail(ar, br + u * d->b_row, k4, k, p->a_offset, acc[u]);
-                mm_store(p, r, c, o + j + u, acc[u], out_is_16bit);
+            mm_dot4(ar, br, k4, b_row, off2, acc);
+            if (k4 != k) {
+                acc[0] = mm_tail(ar, br, k4, k, a_offset, acc[0]);
+                acc[1] = mm_tail(ar, br + b_row, k4, k, a_offset, acc[1]);
+                acc[2] = mm_tail(ar, br + 2 * b_row, k4, k, a_offset, acc[2]);
+                acc[3] = mm_tail(ar, br + 3 * b_row, k4, k, a_offset, acc[3]);
             }
+            mm_store4(c, out, o + j, acc);
         }
         for (; j < d->n; ++j) {
-            const int8_t *br = b + j * d->b_row;
-            const int32_t acc = mm_tail(ar, br, k4, k, p->a_offset,
-                                        mm_dot1(ar, br, k4, off2, base));
-            mm_store(p, r, c, o + j, acc, out_is_16bit);
+            const int8_t *br = b + j * b_row;
+            mm_store(c, out, o + j,
+                     mm_tail(ar, br, k4, k, a_offset, mm_dot1(ar, br, k4, off2, base)));
         }
     }
 }
 #endif /* K2M_DSP */
 
 static void matmul_s8_any(const k2m_matmul_dims *d, const k2m_matmul_s8_params *p,
-                          const int8_t *a, const int8_t *b, void *c, int out_is_16bit)
+                          const int8_t *a, const int8_t *b, void *c, int out16)
 {
-    k2m_rq r;
-    k2m_rq_init(&r, p->multiplier, p->shift);
-    MM_BATCHES(d, a, b, mm_rows(d, p, &r, a_, b_, c, oc_, out_is_16bit));
+    mm_ctx ctx;
+    mm_init(&ctx, p, d->k, out16);
+    MM_BATCHES(d, a, b, mm_rows(d, &ctx, a_, b_, c, oc_));
 }
 
 void k2m_matmul_s8(const k2m_matmul_dims *d, const k2m_matmul_s8_params *p,
