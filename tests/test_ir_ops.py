@@ -162,6 +162,37 @@ def test_attention_on_qemu_equals_host(tmp_path):
     np.testing.assert_array_equal(on_m4, host.load(out).invoke(raw))
 
 
+def test_relu_fuses_into_matmul_and_reduce(tmp_path):
+    """A ReLU after a matmul (which the frontend emits without a clamp) and a
+    ReLU6 after a reduce become their output clamps, exact in float, within
+    a step in int8."""
+    from exporter.passes import optimise
+    b = ir_graphs.Builder("fused", 5)
+    x = b.input("x", (6, 8))
+    y = b.node("matmul", [x, x], (6, 6), {"m": 6, "n": 6, "k": 8, "a_row": 8, "b_row": 8,
+                                         "c_row": 6, "batch": []})
+    y = b.node("activation", [y], (6, 6), {"func": "clamp", "clamp": (0.0, None)}, name="relu")
+    y = b.reduce("sum", y, (1, 6, 6), (6,))
+    b.g.outputs = [b.node("activation", [y], (6,), {"func": "clamp", "clamp": (0.0, 6.0)},
+                          name="relu6")]
+    g = optimise(b.g)
+    assert [n.op for n in g.nodes] == ["matmul", "reduce"]
+    assert g.nodes[0].attrs["clamp"] == (0.0, None) and g.nodes[1].attrs["clamp"] == (0.0, 6.0)
+    xs = [x * np.float32(0.8) for x in samples(g, 4, n=100)]
+    values = interpret.run(g, xs)
+    ref = values[g.outputs[0]]
+    assert (values[g.nodes[0].outputs[0]] == 0).mean() > 0.2  # both clamps bite
+    assert (ref == 6.0).mean() > 0.05 and (ref < 6.0).mean() > 0.3
+    y = host.load(emit(g, tmp_path / "f32")).predict(xs[0])
+    assert np.abs(y - ref).max() <= 1e-5 * np.abs(ref).max()
+    quantize.quantize(g, xs)
+    y8 = host.load(emit(g, tmp_path / "int8")).predict(xs[0])
+    assert y8.min() >= 0.0 and y8.max() <= 6.0 + 1e-6
+    # the sum carries half a step of each of its 6 matmul inputs, plus its own
+    s_mm, s_out = (g.tensors[n.outputs[0]].quant.scale for n in g.nodes)
+    assert np.abs(y8 - ref).max() <= 6 * 0.5 * s_mm + s_out
+
+
 # ---- layouts that do not fit are refused, never run ----------------------
 
 def _graph(shapes, node):

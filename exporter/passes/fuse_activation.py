@@ -6,7 +6,7 @@ output range, in float it is the kernel's output min/max.
 from .remove_identity import rename_input
 
 FUSES_INTO = {"conv2d", "depthwise_conv2d", "conv3d", "dense", "max_pool", "avg_pool",
-              "max_pool3d", "avg_pool3d", "mean", "add", "binary"}
+              "max_pool3d", "avg_pool3d", "mean", "add", "binary", "reduce", "matmul"}
 
 
 def _merge(a, b):
@@ -22,7 +22,9 @@ def fuse_activations(graph) -> None:
         if (producer is None or producer.op not in FUSES_INTO
                 or len(graph.consumers(src)) != 1 or src in graph.outputs):
             continue
-        producer.attrs["clamp"] = _merge(producer.attrs["clamp"], node.attrs["clamp"])
+        # a matmul from the frontend may carry no clamp yet
+        producer.attrs["clamp"] = _merge(producer.attrs.get("clamp", (None, None)),
+                                         node.attrs["clamp"])
         producer.attrs["fused"] = producer.attrs.get("fused", []) + [node.layer]
         dst = node.outputs[0]
         graph.nodes.remove(node)
