@@ -11,10 +11,20 @@
   average (TFLite's MEAN) has its own and requantizes; sigmoid, tanh and softmax
   have TFLite's fixed output parameters; elementwise functions run through a
   256-entry table computed here;
-- beyond TFLite: a conv/dense whose only reader is tanh, sigmoid or softmax
-  keeps its output in int16 (symmetric, zero point 0), and the nonlinearity
-  maps int16 to int8 (interpolated table, or a two-table exp for softmax).
-  int8 pre-activations cost TFLite several output steps on these layers.
+- beyond TFLite: a conv/dense/matmul whose only reader is tanh, sigmoid or
+  softmax keeps its output in int16 (symmetric, zero point 0), and the
+  nonlinearity maps int16 to int8 (interpolated table, or a two-table exp
+  for softmax).  int8 pre-activations cost TFLite several output steps on
+  these layers (attention scores into their softmax among them);
+- broadcasting binary ops: TFLite's ADD arithmetic for add/sub/avg, MUL's
+  for mul, both inputs at the output's scale for max/min; a constant
+  operand is int8 with its own per-tensor scale (a scalar is exact), x / c
+  runs as x * (1/c), and the division of two tensors keeps 22 fraction bits
+  of the quotient (k2m.h);
+- reduce: mean and sum requantize the int32 sum to their own scale (as
+  TFLite's MEAN / SUM), max and min keep the input's parameters;
+- matmul: both operands asymmetric int8 with their own zero points, one
+  multiplier s_a s_b / s_out.
 """
 from __future__ import annotations
 
