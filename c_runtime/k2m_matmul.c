@@ -12,17 +12,17 @@
 
 #include <stddef.h>
 
-/* Walks the batches: BODY sees a_, b_ (the batch's first rows) and oc_ (the
- * index of its first output). */
-#define MM_BATCHES(d, a, b, BODY)                                             \
+/* Walks the batches: BODY sees a_, b_ (the batch's first rows, type T) and
+ * oc_ (the index of its first output). */
+#define MM_BATCHES(T, d, a, b, BODY)                                          \
     do {                                                                      \
         int32_t i0, i1, i2;                                                   \
         for (i0 = 0; i0 < (d)->batch_count[0]; ++i0)                          \
         for (i1 = 0; i1 < (d)->batch_count[1]; ++i1)                          \
         for (i2 = 0; i2 < (d)->batch_count[2]; ++i2) {                        \
-            const int8_t *a_ = (a) + i0 * (d)->a_batch[0] + i1 * (d)->a_batch[1] \
+            const T *a_ = (a) + i0 * (d)->a_batch[0] + i1 * (d)->a_batch[1]   \
                 + i2 * (d)->a_batch[2];                                       \
-            const int8_t *b_ = (b) + i0 * (d)->b_batch[0] + i1 * (d)->b_batch[1] \
+            const T *b_ = (b) + i0 * (d)->b_batch[0] + i1 * (d)->b_batch[1]   \
                 + i2 * (d)->b_batch[2];                                       \
             const int32_t oc_ = i0 * (d)->c_batch[0] + i1 * (d)->c_batch[1]   \
                 + i2 * (d)->c_batch[2];                                       \
@@ -202,6 +202,17 @@ static int32_t mm_row_sum(const int8_t *x, int32_t k4, int32_t k, int32_t off2,
 
 /* mm_store of four neighbouring outputs, the constants loaded once; with
  * no fused clamp (act range = the type's) one SSAT does the clamp. */
+#define MM_STORE4(T, CLAMP)                                                   \
+    do {                                                                      \
+        T *y = (T *)out + index;                                              \
+        for (u = 0; u < 4; ++u) {                                             \
+            y[u] = (T)CLAMP(k2m_rqs_apply(&r, acc[u]));                       \
+        }                                                                     \
+    } while (0)
+#define MM_SSAT8(v) __ssat((v), 8)
+#define MM_SSAT16(v) __ssat((v), 16)
+#define MM_CLAMP(v) k2m_clamp_s32((v), lo, hi)
+
 static void mm_store4(const mm_ctx *restrict c, void *out, int32_t index, const int32_t acc[4])
 {
     const int32_t lo = c->act_min, hi = c->act_max;
@@ -213,29 +224,21 @@ static void mm_store4(const mm_ctx *restrict c, void *out, int32_t index, const 
             mm_store(c, out, index + u, acc[u]);
         }
     } else if (c->out16) {
-        int16_t *y = (int16_t *)out + index;
         if (lo == -32768 && hi == 32767) {
-            for (u = 0; u < 4; ++u) {
-                y[u] = (int16_t)__ssat(k2m_rqs_apply(&r, acc[u]), 16);
-            }
+            MM_STORE4(int16_t, MM_SSAT16);
         } else {
-            for (u = 0; u < 4; ++u) {
-                y[u] = (int16_t)k2m_clamp_s32(k2m_rqs_apply(&r, acc[u]), lo, hi);
-            }
+            MM_STORE4(int16_t, MM_CLAMP);
         }
+    } else if (lo == -128 && hi == 127) {
+        MM_STORE4(int8_t, MM_SSAT8);
     } else {
-        int8_t *y = (int8_t *)out + index;
-        if (lo == -128 && hi == 127) {
-            for (u = 0; u < 4; ++u) {
-                y[u] = (int8_t)__ssat(k2m_rqs_apply(&r, acc[u]), 8);
-            }
-        } else {
-            for (u = 0; u < 4; ++u) {
-                y[u] = (int8_t)k2m_clamp_s32(k2m_rqs_apply(&r, acc[u]), lo, hi);
-            }
-        }
+        MM_STORE4(int8_t, MM_CLAMP);
     }
 }
+#undef MM_STORE4
+#undef MM_SSAT8
+#undef MM_SSAT16
+#undef MM_CLAMP
 
 static void mm_rows(const k2m_matmul_dims *d, const mm_ctx *restrict c, const int8_t *a,
                     const int8_t *b, void *out, int32_t oc)
@@ -276,7 +279,7 @@ static void matmul_s8_any(const k2m_matmul_dims *d, const k2m_matmul_s8_params *
 {
     mm_ctx ctx;
     mm_init(&ctx, p, d->k, out16);
-    MM_BATCHES(d, a, b, mm_rows(d, &ctx, a_, b_, c, oc_));
+    MM_BATCHES(int8_t, d, a, b, mm_rows(d, &ctx, a_, b_, c, oc_));
 }
 
 void k2m_matmul_s8(const k2m_matmul_dims *d, const k2m_matmul_s8_params *p,
@@ -294,25 +297,20 @@ void k2m_matmul_s8_s16(const k2m_matmul_dims *d, const k2m_matmul_s8_params *p,
 void k2m_matmul_f32(const k2m_matmul_dims *d, float act_min, float act_max,
                     const float *a, const float *b, float *c)
 {
-    int32_t i0, i1, i2, i, j, t;
+    int32_t i, j, t;
 
-    for (i0 = 0; i0 < d->batch_count[0]; ++i0)
-    for (i1 = 0; i1 < d->batch_count[1]; ++i1)
-    for (i2 = 0; i2 < d->batch_count[2]; ++i2) {
-        const float *a0 = a + i0 * d->a_batch[0] + i1 * d->a_batch[1] + i2 * d->a_batch[2];
-        const float *b0 = b + i0 * d->b_batch[0] + i1 * d->b_batch[1] + i2 * d->b_batch[2];
-        float *c0 = c + i0 * d->c_batch[0] + i1 * d->c_batch[1] + i2 * d->c_batch[2];
+    MM_BATCHES(float, d, a, b, {
         for (i = 0; i < d->m; ++i) {
-            const float *ar = a0 + i * d->a_row;
+            const float *ar = a_ + i * d->a_row;
             for (j = 0; j < d->n; ++j) {
-                const float *br = b0 + j * d->b_row;
+                const float *br = b_ + j * d->b_row;
                 float acc = 0.0f;
                 for (t = 0; t < d->k; ++t) {
                     acc += ar[t] * br[t];
                 }
                 acc = acc < act_min ? act_min : acc;
-                c0[i * d->c_row + j] = acc > act_max ? act_max : acc;
+                c[oc_ + i * d->c_row + j] = acc > act_max ? act_max : acc;
             }
         }
-    }
+    });
 }

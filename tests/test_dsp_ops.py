@@ -23,7 +23,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kernel_ref as ref  # noqa: E402
-from test_dsp import GUARD, GUARD_C, _arr, m4run, out_hash, run_m4  # noqa: E402,F401
+from test_dsp import FNV_C, GUARD, GUARD_C, _arr, m4run, out_hash, run_m4  # noqa: E402,F401
 from test_kernels_ops import (FUNCS_S8, binary_case, binary_want, dims_of,  # noqa: E402
                               matmul_case, matmul_params, reduce_case, reduce_want)
 
@@ -113,18 +113,7 @@ def c_program(cases):
            '#include <stdio.h>\n#include <stdint.h>\n#include "k2m.h"\n\n',
            f"#define GUARD {GUARD}\n",
            f"static int16_t out_buf[{max_out} + GUARD];\n",
-           r"""
-static uint32_t fnv(const void *out, int32_t n, int is16)
-{
-    uint32_t h = 2166136261u;
-    int32_t i;
-    for (i = 0; i < n; ++i) {
-        int32_t v = is16 ? ((const int16_t *)out)[i] : ((const int8_t *)out)[i];
-        h = (h ^ ((uint32_t)v & 0xFFFFu)) * 16777619u;
-    }
-    return h;
-}
-""", GUARD_C]
+           FNV_C, GUARD_C]
     body = []
     for i, c in enumerate(cases):
         first, second = {"matmul": ("a", "b"), "binary": ("x1", "x2"), "reduce": ("x", None)}[c["kind"]]
