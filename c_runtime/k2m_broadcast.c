@@ -260,10 +260,11 @@ static void bc_mul_row(const bc_ctx *restrict c, const int8_t *x1, int32_t s1,
 void k2m_broadcast_add_s8(const k2m_broadcast_dims *d, const k2m_binary_s8_params *p,
                           const int8_t *input1, const int8_t *input2, int8_t *output)
 {
-    const uint32_t v_max = 256u << (p->left_shift > 22 ? 22 : p->left_shift);
+    const int ls_ok = p->left_shift >= 0 && p->left_shift <= 22;  /* 20 from the exporter */
+    const uint32_t v_max = ls_ok ? 256u << p->left_shift : 0u;
     bc_ctx c;
-    bc_init(&c, p, 0, p->left_shift > 22 ? 0x80000000u
-                      : bc_rq_bound(v_max, p->input1_shift) + bc_rq_bound(v_max, p->input2_shift));
+    bc_init(&c, p, 0, ls_ok ? bc_rq_bound(v_max, p->input1_shift)
+                              + bc_rq_bound(v_max, p->input2_shift) : 0x80000000u);
     BC_WALK(d, bc_add_row, &c, input1, input2, output);
 }
 

@@ -95,7 +95,7 @@ static void mm_rows(const k2m_matmul_dims *d, const mm_ctx *restrict c, const in
  *           = sum_t (a_t + a_offset) b_jt + b_offset * sum_t (a_t + a_offset):
  * the second sum once per a row, the first four b rows at a time, each a
  * word of the a row unpacked once with its offset (SXTAB16, |q + offset| <=
- * 255 fits an int16 lane) and shared by four SMLADs pairs, as in
+ * 255 fits an int16 lane) and shared by four pairs of SMLADs, as in
  * k2m_fully_connected.c (whose register plan this follows: rows 1 and 3
  * read at [row 0 + b_row] and [row 2 + b_row]).  Exact int32 integers as
  * in the portable loop, only added in another order. */
@@ -216,23 +216,25 @@ static int32_t mm_row_sum(const int8_t *x, int32_t k4, int32_t k, int32_t off2,
 static void mm_store4(const mm_ctx *restrict c, void *out, int32_t index, const int32_t acc[4])
 {
     const int32_t lo = c->act_min, hi = c->act_max;
-    const k2m_rqs r = c->small;
     int32_t u;
 
     if (!c->fast) {
         for (u = 0; u < 4; ++u) {
             mm_store(c, out, index + u, acc[u]);
         }
-    } else if (c->out16) {
-        if (lo == -32768 && hi == 32767) {
-            MM_STORE4(int16_t, MM_SSAT16);
-        } else {
-            MM_STORE4(int16_t, MM_CLAMP);
-        }
-    } else if (lo == -128 && hi == 127) {
-        MM_STORE4(int8_t, MM_SSAT8);
     } else {
-        MM_STORE4(int8_t, MM_CLAMP);
+        const k2m_rqs r = c->small;
+        if (c->out16) {
+            if (lo == -32768 && hi == 32767) {
+                MM_STORE4(int16_t, MM_SSAT16);
+            } else {
+                MM_STORE4(int16_t, MM_CLAMP);
+            }
+        } else if (lo == -128 && hi == 127) {
+            MM_STORE4(int8_t, MM_SSAT8);
+        } else {
+            MM_STORE4(int8_t, MM_CLAMP);
+        }
     }
 }
 #undef MM_STORE4
