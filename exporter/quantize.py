@@ -75,11 +75,16 @@ def quantize_multiplier(m: float):
     return q_fixed, shift
 
 
+MIN_SCALE = 1e-8  # a range under 2.6e-6 (a dead ReLU's float noise) is not resolved
+
+
 def activation_quant(lo: float, hi: float) -> Quant:
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     if hi - lo < 1e-12:
         return Quant(1.0 / 255, -128)
-    scale = (hi - lo) / 255.0
+    # A floor on the scale keeps every requantization multiplier (input scale
+    # x weight scale / output scale) within int32's shift range.
+    scale = max((hi - lo) / 255.0, MIN_SCALE)
     zp = int(np.clip(round_away(-128 - lo / scale), -128, 127))
     return Quant(float(np.float32(scale)), zp)
 
@@ -208,8 +213,30 @@ def feeds_wide_reader(graph, node) -> bool:
 
 
 def int16_quant(lo: float, hi: float) -> Quant:
-    top = max(abs(lo), abs(hi), 1e-12)
-    return Quant(float(np.float32(top / INT16_MAX)), 0)
+    top = max(abs(lo), abs(hi))
+    if top < 1e-12:  # a constant-zero tensor (a dead layer): any scale is exact
+        return Quant(1.0 / INT16_MAX, 0)
+    return Quant(float(np.float32(max(top / INT16_MAX, MIN_SCALE / 256))), 0)
+
+
+# The largest left shift a requantization may take: int8 outputs any that
+# int32 allows, int16 outputs +14 (k2m.h, k2m_conv2d_s8_s16).
+MAX_SHIFT = {"int8": 30, "int16": 14}
+
+
+def fitted_output(tout, bscale) -> Quant:
+    """The output's parameters, coarsened where the finest one could not be
+    reached by a requantization (an almost constant output: a dead ReLU's
+    noise); a scale that coarse loses nothing such an output holds."""
+    q = tout.quant
+    floor = float(np.max(bscale)) / 2.0 ** MAX_SHIFT[tout.dtype] * 1.0001
+    if q.scale >= floor:
+        return q
+    if tout.dtype == "int16":
+        return Quant(float(np.float32(floor)), 0)
+    lo = q.scale * (-128 - q.zero_point)
+    zp = int(np.clip(round_away(-128 - lo / floor), -128, 127))
+    return Quant(float(np.float32(floor)), zp)
 
 
 def output_quant(node, tin, rng) -> Quant:
@@ -247,6 +274,7 @@ def weighted(node, tin, tout) -> dict:
     bias = node.weights.get("bias")
     bq = np.zeros(len(wscale)) if bias is None else round_away(bias / bscale)
     bq = np.clip(bq, -2**31, 2**31 - 1).astype(np.int32)
+    tout.quant = qout = fitted_output(tout, bscale)
     mults = [quantize_multiplier(s / qout.scale) for s in bscale]
     return {"weight_scale": wscale, "kernel": wq, "bias": bq,
             "multiplier": np.array([m for m, _ in mults], dtype=np.int32),
