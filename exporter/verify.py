@@ -154,19 +154,39 @@ def quantize_like_c(x, scale: float, zero_point: int) -> np.ndarray:
     return np.clip(r + zero_point, -128, 127)
 
 
-def own_errors(report, out_dir, samples, build_dir=None) -> list:
+def with_int8_weights(node, tin):
+    """A copy of a conv/dense node whose float weights are its int8 ones,
+    dequantized: what its kernel computes, exactly, before rounding."""
+    import copy
+    q = node.attrs.get("int8", {})
+    if node.op not in ("conv2d", "depthwise_conv2d", "conv3d", "dense") or "kernel" not in q:
+        return node
+    out = copy.copy(node)
+    wscale = np.asarray(q["weight_scale"], np.float64)
+    kernel = q["kernel"].astype(np.float64)
+    shape = [1] * kernel.ndim
+    shape[-1 if node.op == "depthwise_conv2d" else 0] = -1
+    out.weights = {"kernel": kernel * wscale.reshape(shape),
+                   "bias": q["bias"].astype(np.float64) * tin.quant.scale * wscale}
+    return out
+
+
+def own_errors(report, out_dir, samples, build_dir=None, model=None) -> list:
     """Per node of an int8 model, the error the node itself adds: its float
     function (exporter.interpret) applied to the int8 values its inputs
     really hold in the C model, against the C's output, in the output's
     steps (int16 outputs in steps 256 times theirs, the size of an int8
-    one).  Unlike layer_metrics, nothing upstream counts: a node whose
+    one).  A conv or dense is evaluated with its int8 weights dequantized,
+    so what is measured is the kernel's arithmetic; the error of int8
+    weights themselves is the scheme's (TFLite's too).  Unlike layer_metrics, nothing upstream counts: a node whose
     float function magnifies small input differences (a normalization of
-    three values, a division) is judged by its own arithmetic only."""
+    three values, a division) is judged by its own arithmetic only.
+    `model`: the folder already loaded with host.load(..., trace=True)."""
     from . import interpret
     from .codegen import NO_CODE
     graph = report.graph
     xs = calibration.load_all(samples, [graph.tensors[t].shape for t in graph.inputs])
-    hm = host.load(out_dir, report.prefix, build_dir=build_dir, trace=True)
+    hm = model or host.load(out_dir, report.prefix, build_dir=build_dir, trace=True)
     traced = hm.trace(xs)
     n = len(xs[0])
     values = {}
@@ -189,8 +209,9 @@ def own_errors(report, out_dir, samples, build_dir=None) -> list:
         k += 1
         got = t.quant.scale * (raw - t.quant.zero_point)
         ins = [values[i].reshape((n,) + graph.tensors[i].shape) for i in node.inputs]
-        want = np.asarray(interpret.run_node(node, ins, [graph.tensors[i].shape[1:]
-                                                         for i in node.inputs]), np.float64)
+        want = np.asarray(interpret.run_node(with_int8_weights(node, graph.tensors[node.inputs[0]]),
+                                             ins, [graph.tensors[i].shape[1:] for i in node.inputs]),
+                          np.float64)
         lo, hi = (-128, 127) if t.dtype == "int8" else (-32768, 32767)
         # what the output can hold: Keras's value clamped to the calibrated range
         want = np.clip(want.reshape(n, -1), t.quant.scale * (lo - t.quant.zero_point),

@@ -439,14 +439,14 @@ def check(source: str, folder: Path, seed: int = 0) -> Outcome:
                                               f"{err / max(np.abs(w).max(), 1e-30):.3g} of the "
                                               f"output's magnitude; Keras float32 vs float64 {own:.3g}")
         else:
-            m = host.load(out)
+            m = host.load(out, trace=True)  # predicts as the plain build does
             for k, (g, w) in enumerate(zip(m.predict_multi(test), want)):
                 rmse = float(np.sqrt(np.mean((np.asarray(g, np.float64).reshape(w.shape) - w) ** 2)))
                 size = max(np.ptp(w), np.abs(w).max())
                 if not rmse <= INT8_RANGE_SHARE * size + m.header["outputs"][k]["scale"]:
                     return Outcome("failure", f"int8 output {k}: RMSE {rmse:.3g}, output range "
                                               f"{np.ptp(w):.3g}")
-            for row in own_errors(report, out, test if len(test) > 1 else test[0]):
+            for row in own_errors(report, out, test if len(test) > 1 else test[0], model=m):
                 if not row["max_steps"] <= INT8_NODE_STEPS:
                     return Outcome("failure", f"int8 node {row['tensor']} ({row['op']}): "
                                               f"{row['max_steps']:.2f} steps off its own float "
