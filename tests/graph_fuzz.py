@@ -167,6 +167,13 @@ class Generator:
             f"L.UnitNormalization(name='{n()}')({{x}})",
             f"L.PReLU(name='{n()}')({{x}})", f"L.ELU(alpha={self.num(0.2, 1.5)}, name='{n()}')({{x}})",
             "ops.cast({x}, 'float32')",
+            f"L.Rescaling({self.num(0.1, 2)}, offset={self.num()}, name='{n()}')({{x}})",
+            f"L.RMSNormalization(name='{n()}')({{x}})",
+            "ops.nn.hard_tanh({x})", "ops.negative({x})", "ops.nn.relu({x})",
+            f"ops.einsum('{'bxyz'[:r + 1]},{'xyz'[min(r, 3) - 1]}k->{'bxyz'[:r]}k', {{x}}, {self.array((c, 3))})",
+            f"ops.matmul({{x}}, {self.array((c, int(self.rng.integers(1, 5))))})",
+            f"L.Reshape({(int(np.prod(t.shape)),)}, name='{n()}')({{x}})",
+            "ops.pad({x}, " + repr([[0, 0]] + [[int(self.rng.integers(0, 2)), int(self.rng.integers(0, 2))] for _ in t.shape]) + ")",
         ]
         if r >= 2:
             steps += [
@@ -176,6 +183,10 @@ class Generator:
                 "{x}[:, 1:]", "{x}[..., :-1]", "ops.expand_dims({x}, axis=-1)",
                 f"L.LayerNormalization(axis={list(range(1, r + 1))}, name='{n()}')({{x}})",
                 "L.Flatten()({x})",
+                "{x}[:, 0:1]", "{x}[:, :, None]" if r == 2 else "{x}[:, :, 0]",
+                f"ops.concatenate([{{x}}, {{x}} * {self.num()}], axis=-1)",
+                f"L.Permute({tuple([2, 1] + list(range(3, r + 1)))}, name='{n()}')({{x}})",
+                f"ops.squeeze(ops.expand_dims({{x}}, 1), axis=1)",
             ]
         if r == 2:  # (steps, channels)
             k = int(self.rng.integers(1, 4))
@@ -187,6 +198,12 @@ class Generator:
                 f"L.MultiHeadAttention(num_heads={int(self.rng.integers(1, 3))}, key_dim={int(self.rng.integers(2, 6))}, name='{n()}')({{x}}, {{x}})",
                 "ops.matmul({x}, ops.transpose({x}, (0, 2, 1)))",
                 "ops.einsum('btc,bsc->bts', {x}, {x})",
+                f"L.Attention(use_scale={self.pick([True, False])}, name='{n()}')([{{x}}, {{x}}])",
+                f"L.Conv1D({int(self.rng.integers(2, 7))}, 2, strides=2, padding='same', name='{n()}')({{x}})",
+                f"L.AveragePooling1D(2, name='{n()}')({{x}})",
+                f"L.GlobalMaxPooling1D(name='{n()}')({{x}})",
+                f"L.UpSampling1D(2, name='{n()}')({{x}})",
+                f"L.SeparableConv1D({int(self.rng.integers(2, 7))}, 3, padding='same', name='{n()}')({{x}})",
             ]
         if r == 3:  # images
             groups = self.pick([g for g in (1, 2, 3, 4) if c % g == 0])
@@ -205,6 +222,14 @@ class Generator:
                 "{x} * L.GlobalAveragePooling2D(keepdims=True)({x})",
                 f"L.Multiply(name='{n()}')([{{x}}, L.Activation('sigmoid')(L.Conv2D({c}, 1)(L.GlobalAveragePooling2D(keepdims=True)({{x}})))])",
                 f"{{x}} + {self.array((t.shape[0], 1, 1))}",
+                f"L.Conv2D({int(self.rng.integers(2, 7))}, 3, dilation_rate=2, padding='same', name='{n()}')({{x}})",
+                f"L.SeparableConv2D({int(self.rng.integers(2, 7))}, 3, padding='same', activation='{act}', name='{n()}')({{x}})",
+                f"L.Cropping2D(1, name='{n()}')({{x}})",
+                f"L.CenterCrop({max(1, t.shape[0] - 1)}, {max(1, t.shape[1] - 2)}, name='{n()}')({{x}})",
+                f"L.Resizing(4, 4, crop_to_aspect_ratio={self.pick([True, False])}, name='{n()}')({{x}})",
+                f"L.Resizing(5, 3, pad_to_aspect_ratio=True, name='{n()}')({{x}})",
+                f"L.Conv2DTranspose({int(self.rng.integers(2, 5))}, 2, strides=2, name='{n()}')({{x}})",
+                f"ops.mean({{x}}, axis=(1, 2), keepdims=True) * {{x}}",
             ]
         return steps
 

@@ -116,6 +116,19 @@ def test_op_node_with_constant(keras, tmp_path, name):
     parity(keras.Model(inp, out), tmp_path, np.random.normal(size=(64, 6, 5, 3)).astype(np.float32))
 
 
+@pytest.mark.parametrize("shape,warned", [((4, 7, 4), True), ((4, 7, 5), False)])
+def test_add_constant_like_keras_tensorflow_backend(keras, tmp_path, shape, warned):
+    """Keras's TensorFlow backend adds a constant that squeezes to a vector
+    matching the last axis with tf.nn.bias_add, along the last axis, where
+    NumPy would broadcast its (4, 1, 1) shape along axis 1; the export
+    computes what Keras computes, and says so."""
+    inp = keras.Input(shape)
+    out = keras.layers.Flatten()(inp + np.arange(4, dtype=np.float32).reshape(4, 1, 1))
+    report = parity(keras.Model(inp, out), tmp_path,
+                    np.random.normal(size=(64,) + shape).astype(np.float32))
+    assert any("bias_add" in w for w in report.warnings) == warned, report.warnings
+
+
 def test_mobilenet_v3_hard_sigmoid_is_one_conv(keras, tmp_path):
     """relu6(conv(x) + 3) * (1/6) folds into the conv: one node, exact."""
     L = keras.layers
