@@ -301,6 +301,29 @@ def test_layer(keras, tmp_path, name):
     parity(model, tmp_path, np.random.normal(size=(64,) + shape).astype(np.float32))
 
 
+def test_keras_applications_own_layers(keras, tmp_path):
+    """ConvNeXt's LayerScale (and StochasticDepth, identity at inference) and
+    InceptionResNetV2's CustomScaleLayer, as those models use them."""
+    from keras.src.applications.convnext import LayerScale, StochasticDepth
+    from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+    L = keras.layers
+    inp = keras.Input((6, 6, 8))
+    x = L.DepthwiseConv2D(3, padding="same")(inp)
+    x = L.LayerNormalization(epsilon=1e-6)(x)
+    x = L.Dense(16, activation="gelu")(x)
+    x = L.Dense(8)(x)
+    x = LayerScale(1e-1, 8)(x)
+    x = StochasticDepth(0.1)(x)
+    x = L.Add()([inp, x])
+    r = L.Conv2D(8, 1, activation="relu")(x)
+    out = CustomScaleLayer(0.17)([x, r])
+    model = randomize(keras.Model(inp, out))
+    for v in model.weights:
+        if v.path.endswith("layer_scale/gamma"):
+            v.assign(np.linspace(-0.5, 0.5, 8).astype(np.float32))
+    parity(model, tmp_path, np.random.normal(size=(64, 6, 6, 8)).astype(np.float32))
+
+
 def test_cross_attention_with_key(keras, tmp_path):
     L = keras.layers
     q, v, k = keras.Input((5, 6)), keras.Input((7, 4)), keras.Input((7, 3))
