@@ -147,13 +147,6 @@ def layer_metrics(report, out_dir, samples, build_dir=None) -> list:
     return rows
 
 
-def quantize_like_c(x, scale: float, zero_point: int) -> np.ndarray:
-    """k2m_quantize_f32_s8 in numpy: float32 division, ties away from zero."""
-    v = np.clip(np.asarray(x, np.float32) / np.float32(scale), -512.0, 512.0)
-    r = np.trunc(np.where(v >= 0, v + np.float32(0.5), v - np.float32(0.5))).astype(np.int64)
-    return np.clip(r + zero_point, -128, 127)
-
-
 def with_int8_weights(node, tin):
     """A copy of a conv/dense node whose float weights are its int8 ones,
     dequantized: what its kernel computes, exactly, before rounding."""
