@@ -193,8 +193,8 @@ def to_graph(model, name: str):
     return graph, infos
 
 
-def load(path: str):
-    return keras_file.load(path, supported_classes())
+def load(path: str, limits=None):
+    return keras_file.load(path, supported_classes(), limits)
 
 
 # Importing the handler modules registers their layer classes.
