@@ -107,14 +107,24 @@ def test_bad_calibration_shape_exit_2(small_model, tmp_path):
 
 
 def test_existing_outdir_needs_force(small_model, tmp_path):
+    """A non-empty OUTDIR needs --force, and --force replaces only an earlier,
+    unchanged export: a folder with the user's file in it is never replaced."""
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    r = run_cli(small_model / "small.keras", "--dtype", "float32", "-o", out)
+    for force in ((), ("--force",)):
+        r = run_cli(small_model / "small.keras", "--dtype", "float32", "-o", out, *force)
+        assert r.returncode == 2 and "out" in one_sentence_error(r)
+        assert [p.name for p in out.iterdir()] == ["keep.txt"]
+        assert (out / "keep.txt").read_text() == "mine"
+    out2 = tmp_path / "out2"
+    assert run_cli(small_model / "small.keras", "--dtype", "float32", "-o", out2).returncode == 0
+    r = run_cli(small_model / "small.keras", "--dtype", "float32", "-o", out2)
     assert r.returncode == 2 and "--force" in one_sentence_error(r)
-    assert (out / "keep.txt").read_text() == "mine"
-    r = run_cli(small_model / "small.keras", "--dtype", "float32", "-o", out, "--force")
-    assert r.returncode == 0 and (out / "small.h").exists() and not (out / "keep.txt").exists()
+    r = run_cli(small_model / "small.keras", "--dtype", "float32", "-o", out2, "--force",
+                "--name", "renamed")
+    assert r.returncode == 0, r.stderr
+    assert (out2 / "renamed.h").exists() and not (out2 / "small.h").exists()
 
 
 def test_bad_name_exit_2(small_model, tmp_path):
