@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 
 EXIT_CODES = """exit codes:
   0  done
@@ -140,9 +141,12 @@ def check_output_paths(args) -> None:
         parent = os.path.dirname(real)
         if not os.path.isdir(parent):
             raise ExportError(f"cannot write {what} '{path}': folder '{parent}' does not exist")
-        if not os.access(parent, os.W_OK | os.X_OK) or (
-                os.path.exists(real) and not os.access(real, os.W_OK)):
-            raise ExportError(f"cannot write {what} '{path}': permission denied")
+        try:  # a real file beside it: access() would let root through /proc or a read-only mount
+            fd, probe = tempfile.mkstemp(prefix=f".{os.path.basename(real)}.", dir=parent)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise ExportError(f"cannot write {what} '{path}': {e.strerror}") from None
 
 
 def check_verify_tools(where: str) -> None:

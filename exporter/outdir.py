@@ -167,9 +167,12 @@ class OutputFolder:
         """Move the complete folder `tmp` into place as OUTDIR; returns
         warnings (an old export that could not be removed)."""
         out = self.path
-        step("marker")
-        (tmp / MARKER).write_text(marker_text(tmp), encoding="utf-8")
-        tmp.chmod(0o755)
+        try:
+            step("marker")
+            (tmp / MARKER).write_text(marker_text(tmp), encoding="utf-8")
+            tmp.chmod(0o755)
+        except OSError as e:
+            raise ExportError(f"cannot write output folder '{out}': {e.strerror}") from None
         aside = None
         blocked = hasattr(signal, "pthread_sigmask")
         if blocked:

@@ -84,7 +84,9 @@ def _where(layer: str, path: str) -> str:
 
 def _walk(value, path: str, layer: str, found: list) -> None:
     if isinstance(value, float) and not math.isfinite(value):
-        found.append(f"{_where(layer, path)} = {value}: not a finite number")
+        shown = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+        found.append(f"{_where(layer, path)} = {shown}: not a finite number, which no C "
+                     f"constant can hold")
     elif isinstance(value, str):
         if ">" in value:
             found.append(f"{_where(layer, path)} = '{value}': a registered name, which "

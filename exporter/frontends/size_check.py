@@ -394,8 +394,9 @@ def check_model(config: dict, limits: Limits, shown: str, h5_values: dict | None
             f"({limits.flash_kb * 1024} B); largest: {top} (raise --flash-kb if your part "
             f"has more); refused from the model's config, before loading it")
     if total > MAX_PARAMS:
-        raise BudgetError(f"the model has at least {total} parameters (largest: {top}), over "
-                          f"the exporter's limit of {MAX_PARAMS}; refused before loading it")
+        largest = ", ".join(f"{k} {v}" for k, v in sorted(flash.items(), key=lambda kv: -kv[1])[:3])
+        raise BudgetError(f"the model has at least {total} parameters (largest: {largest}), "
+                          f"over the exporter's limit of {MAX_PARAMS}; refused before loading it")
     elements, shape = largest_tensor(config)
     tensor_bytes = elements * limits.value_bytes
     if limits.ram_kb is not None and tensor_bytes > limits.ram_kb * 1024:
