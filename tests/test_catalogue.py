@@ -546,14 +546,14 @@ case("user-code-polyglot-named-keras")(_hostile("poly.keras", _polyglot, ("poly.
 case("user-code-activation-function-object")(_hostile(
     "fn.keras", _edit_keras("small.keras", lambda c: set_layer(c, 3, activation={
         "module": "builtins", "class_name": "function", "config": "evil>evil_act",
-        "registered_name": "function"})), ("head", "activation", "evil>evil_act")))
+        "registered_name": "function"})), ("head", "activation")))
 case("user-code-activation-string")(_hostile(
     "str.keras", _edit_keras("small.keras", lambda c: set_layer(c, 3, activation="evil>evil_act")),
     ("head", "activation", "evil>evil_act")))
 case("user-code-function-found-by-suffix")(_hostile(  # Keras <= 3.6 names: 'evil_act' finds 'evil>evil_act'
     "suffix.keras", _edit_keras("small.keras", lambda c: set_layer(c, 3, activation={
         "module": "builtins", "class_name": "function", "config": "evil_act",
-        "registered_name": "function"})), ("head", "evil_act")))
+        "registered_name": "function"})), ("head", "activation")))
 case("user-code-regularizer-registered-name")(_hostile(
     "reg2.keras", _edit_keras("small.keras", lambda c: set_layer(c, 1, kernel_regularizer={
         "module": "keras.regularizers", "class_name": "L2", "config": {"l2": 0.01},
@@ -561,7 +561,7 @@ case("user-code-regularizer-registered-name")(_hostile(
 case("user-code-constraint-foreign-module")(_hostile(
     "constraint.h5", _edit_h5("small.h5", lambda c: H.h5_layers(c)[1]["config"].update(
         kernel_constraint={"module": "evil_layers", "class_name": "EvilConstraint",
-                           "config": {}})), ("conv", "kernel_constraint", "evil_layers")))
+                           "config": {}})), ("conv", "kernel_constraint", "EvilConstraint")))
 case("user-code-dtype-policy")(_hostile(
     "policy.keras", _edit_keras("small.keras", lambda c: set_layer(c, 3, dtype={
         "module": "keras", "class_name": "evil>EvilPolicy", "config": {"name": "float32"},
