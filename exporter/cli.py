@@ -33,14 +33,6 @@ EXAMPLES = """examples:
       float32 C, no budget, checked against Keras on this PC"""
 
 
-def version() -> str:
-    try:
-        from importlib.metadata import version as dist_version
-        return dist_version("k2m-exporter")
-    except Exception:  # noqa: BLE001 - a source checkout without metadata
-        return "0+source"
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="export-model", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -83,7 +75,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-samples", metavar="FILE",
                    help=".npy/.npz inputs for --verify (default: the --calibration file)")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
-    p.add_argument("--version", action="version", version=f"export-model {version()}")
+    from .outdir import tool_version
+    p.add_argument("--version", action="version", version=f"export-model {tool_version()}")
     return p
 
 

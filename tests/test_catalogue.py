@@ -666,20 +666,14 @@ def _earlier_export(m, out: Path, change) -> dict:
     return _snapshot(out)
 
 
-@case("force-over-an-export-with-the-users-file-added")
-def _(m, cwd):
-    out = cwd / "out"
-    keep = _earlier_export(m, out, lambda o: (o / "main.c").write_text("int main(void);\n"))
-    return Spec([m / "small.keras", "--dtype", "float32", "-o", out, "--force"], 2,
-                ("main.c", "did not write"), out=out, keep=keep)
-
-
-@case("force-over-an-export-the-user-edited")
-def _(m, cwd):
-    out = cwd / "out"
-    keep = _earlier_export(m, out, lambda o: (o / "small.c").write_text("/* mine now */\n"))
-    return Spec([m / "small.keras", "--dtype", "float32", "-o", out, "--force"], 2,
-                ("small.c", "changed"), out=out, keep=keep)
+for _label, _file, _why in (("with-the-users-file-added", "main.c", "did not write"),
+                            ("the-user-edited", "small.c", "changed")):
+    @case(f"force-over-an-export-{_label}")
+    def _(m, cwd, file=_file, why=_why):
+        out = cwd / "out"
+        keep = _earlier_export(m, out, lambda o: (o / file).write_text("/* mine now */\n"))
+        return Spec([m / "small.keras", "--dtype", "float32", "-o", out, "--force"], 2,
+                    (file, why), out=out, keep=keep)
 
 
 @case("outdir-symlink-to-a-folder")

@@ -385,27 +385,30 @@ def check_model(config: dict, limits: Limits, shown: str, h5_values: dict | None
             flash[str(name)] = flash.get(str(name), 0) + n
     total = sum(flash.values())
     nbytes = total * limits.value_bytes
-    top = ", ".join(f"{k} {v * limits.value_bytes} B"
-                    for k, v in sorted(flash.items(), key=lambda kv: -kv[1])[:3])
     if limits.flash_kb is not None and nbytes > limits.flash_kb * 1024:
-        raise BudgetError(
-            f"the model does not fit the target's budget: flash: at least {nbytes} B of "
-            f"{limits.dtype} weights ({total} parameters) > {limits.flash_kb} KB "
-            f"({limits.flash_kb * 1024} B); largest: {top} (raise --flash-kb if your part "
-            f"has more); refused from the model's config, before loading it")
+        raise _over_budget(f"flash: at least {nbytes} B of {limits.dtype} weights ({total} "
+                           f"parameters) > {limits.flash_kb} KB ({limits.flash_kb * 1024} B); "
+                           f"largest: {_largest(flash, limits.value_bytes, ' B')}", "--flash-kb")
     if total > MAX_PARAMS:
-        largest = ", ".join(f"{k} {v}" for k, v in sorted(flash.items(), key=lambda kv: -kv[1])[:3])
-        raise BudgetError(f"the model has at least {total} parameters (largest: {largest}), "
-                          f"over the exporter's limit of {MAX_PARAMS}; refused before loading it")
+        raise BudgetError(f"the model has at least {total} parameters (largest: "
+                          f"{_largest(flash)}), over the exporter's limit of {MAX_PARAMS}; "
+                          f"refused before loading it")
     elements, shape = largest_tensor(config)
     tensor_bytes = elements * limits.value_bytes
     if limits.ram_kb is not None and tensor_bytes > limits.ram_kb * 1024:
-        raise BudgetError(
-            f"the model does not fit the target's budget: RAM: a tensor of shape {shape} "
-            f"needs at least {tensor_bytes} B of {limits.dtype} arena > {limits.ram_kb} KB "
-            f"({limits.ram_kb * 1024} B) (raise --ram-kb if your part has more); refused "
-            f"from the model's config, before loading it")
+        raise _over_budget(f"RAM: a tensor of shape {shape} needs at least {tensor_bytes} B of "
+                           f"{limits.dtype} arena > {limits.ram_kb} KB ({limits.ram_kb * 1024} B)",
+                           "--ram-kb")
     if elements > MAX_TENSOR_ELEMENTS:
         raise BudgetError(f"the model has a tensor of shape {shape} ({elements} values), over "
                           f"the exporter's limit of {MAX_TENSOR_ELEMENTS}; refused before "
                           f"loading it")
+
+
+def _largest(sizes: dict, factor: int = 1, unit: str = "") -> str:
+    return ", ".join(f"{k} {v * factor}{unit}" for k, v in sorted(sizes.items(), key=lambda kv: -kv[1])[:3])
+
+
+def _over_budget(what: str, flag: str) -> BudgetError:
+    return BudgetError(f"the model does not fit the target's budget: {what} (raise {flag} if "
+                       f"your part has more); refused from the model's config, before loading it")
