@@ -15,8 +15,11 @@ prints: kernel, shape, MACs, instructions and instructions/MAC of each path,
 speed-up.  Recurrent layers (SimpleRNN / LSTM / GRU over a whole sequence)
 count MACs as steps * gates * units * (features + units): the input and the
 recurrent matmuls; the per-step gate arithmetic (requantization, tables,
-state update) is in the instructions but not in the MACs.  Needs arm-none-eabi-gcc and qemu-system-arm (see
-../shared/tools/README-m4run.md).  Counts are instructions, not cycles.
+state update) is in the instructions but not in the MACs.  The int8
+normalization kernel (k2m_norm.c) is counted per element, with m4run's
+cycles_est next to the instructions.  Needs arm-none-eabi-gcc and
+qemu-system-arm (see ../shared/tools/README-m4run.md).  Counts are
+instructions, not cycles (cycles_est is m4run's static model).
 """
 from __future__ import annotations
 
@@ -289,6 +292,106 @@ def program(s):
                           act_min=act[0], act_max=act[1])
 
 
+# Normalization (k2m_norm.c): the work unit is an element, the figure
+# instructions and m4run's cycles_est per element.  A time-series
+# transformer's LayerNormalization: 64 steps of 128 features, per-feature
+# gamma/beta, epsilon as the exporter puts it for scale 0.05 (1e-6 * 128^2
+# / 0.05^2 with 20 fractional bits).
+NORM_SHAPES = [
+    dict(name="layernorm (64, 128), last axis", mode="K2M_NORM_LAYER", dims=(64, 1, 1, 128),
+         params=128, stride=(0, 0, 1), eps_bits=20, eps=6871948),
+    dict(name="groupnorm 8x8x32, 8 groups", mode="K2M_NORM_LAYER", dims=(1, 64, 8, 4),
+         params=32, stride=(0, 4, 1), eps_bits=20, eps=27487791),
+    dict(name="rmsnorm (64, 128)", mode="K2M_NORM_RMS", dims=(64, 1, 1, 128),
+         params=128, stride=(0, 0, 1), eps_bits=20, eps=6871948),
+]
+
+NORM_PROGRAM = r"""
+#include <stdio.h>
+#include <stdint.h>
+#include "k2m.h"
+#include "m4bench.h"
+
+static uint32_t seed = 12345u;
+static int32_t rnd(void) { seed = seed * 1664525u + 1013904223u; return (int32_t)(seed >> 8); }
+
+static int8_t input[%(n)d], output[%(n)d];
+static int32_t gamma_mult[%(params)d], beta[%(params)d];
+
+int main(void)
+{
+    int32_t i;
+    uint32_t sum = 0;
+    static const k2m_norm_dims d = {%(dims)s};
+    const k2m_norm_s8_params p = {%(mode)s, 5, %(eps_bits)d, %(eps)dull, gamma_mult, 5, beta,
+                                  {%(stride)s}, -3, -128, 127};
+    for (i = 0; i < %(n)d; ++i) input[i] = (int8_t)((rnd() %% 61) - 30);
+    for (i = 0; i < %(params)d; ++i) {
+        gamma_mult[i] = 0x40000000 + (rnd() & 0x3FFFFFFF);
+        beta[i] = (rnd() %% 4096) - 2048;
+    }
+    bench_begin();
+    k2m_norm_s8(&d, &p, input, output);
+    bench_end();
+    for (i = 0; i < %(n)d; ++i) sum = sum * 31u + (uint32_t)(uint8_t)output[i];
+    printf("checksum %%08lx\n", (unsigned long)sum);
+    return 0;
+}
+"""
+
+
+def norm_program(s):
+    n = math.prod(s["dims"])
+    return NORM_PROGRAM % dict(n=n, params=s["params"], dims=", ".join(map(str, s["dims"])),
+                               mode=s["mode"], eps_bits=s["eps_bits"], eps=s["eps"],
+                               stride=", ".join(map(str, s["stride"])))
+
+
+def run_norm(m4run, src, elements, portable):
+    """(instructions, cycles_est, checksum) of one k2m_norm_s8 call."""
+    cmd = [str(m4run), "--work", str(elements), "--cycles", "-I", str(RUNTIME)]
+    if portable:
+        cmd += ["-D", "K2M_PORTABLE"]
+    cmd += [str(src), str(RUNTIME / "k2m_norm.c")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        sys.exit(f"m4run failed ({out.returncode}): {' '.join(cmd)}\n{out.stdout}\n{out.stderr}")
+    instr = int(re.search(r"instructions:\s*(\d+)", out.stdout).group(1))
+    cycles = int(re.search(r"cycles_est:\s*(\d+)", out.stdout).group(1))
+    return instr, cycles, re.search(r"checksum (\w+)", out.stdout).group(1)
+
+
+def norm_rows(m4run, tmp, only):
+    rows = []
+    for i, s in enumerate(sh for sh in NORM_SHAPES if only in sh["name"]):
+        src = Path(tmp) / f"norm_{i}.c"
+        src.write_text(norm_program(s))
+        n = math.prod(s["dims"])
+        dsp, dsp_cyc, c1 = run_norm(m4run, src, n, portable=False)
+        port, port_cyc, c2 = run_norm(m4run, src, n, portable=True)
+        if c1 != c2:
+            sys.exit(f"{s['name']}: DSP and portable outputs differ ({c1} != {c2})")
+        rows.append((s["name"], n, dsp, dsp / n, dsp_cyc / n, port, port / n, port_cyc / n))
+    return rows
+
+
+def print_norm(rows, markdown):
+    head = ("norm shape", "elements", "instr DSP", "instr/elem DSP", "cycles_est/elem DSP",
+            "instr portable", "instr/elem portable", "cycles_est/elem portable")
+    if markdown:
+        print("\n| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for r in rows:
+            print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.2f} | {r[4]:.2f} | {r[5]} | {r[6]:.2f} "
+                  f"| {r[7]:.2f} |")
+    else:
+        print(f"\n{'norm shape':36} {'elements':>8} {'DSP':>9} {'/elem':>6} {'cyc/elem':>8} "
+              f"{'portable':>9} {'/elem':>6} {'cyc/elem':>8}")
+        for r in rows:
+            print(f"{r[0]:36} {r[1]:8d} {r[2]:9d} {r[3]:6.2f} {r[4]:8.2f} {r[5]:9d} "
+                  f"{r[6]:6.2f} {r[7]:8.2f}")
+
+
 def run(m4run, src, macs, portable):
     cmd = [str(m4run), "--work", str(macs), "-I", str(RUNTIME)]
     if portable:
@@ -321,19 +424,22 @@ def main():
                 sys.exit(f"{s['name']}: DSP and portable outputs differ ({c1} != {c2})")
             rows.append((s["kind"], s["name"], s["macs"], dsp, dsp / s["macs"],
                          port, port / s["macs"], port / dsp))
+        norms = norm_rows(args.m4run, tmp, args.only)
     head = ("kernel", "shape", "MACs", "instr DSP", "instr/MAC DSP",
             "instr portable", "instr/MAC portable", "speed-up")
-    if args.markdown:
+    if args.markdown and rows:
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))
         for r in rows:
             print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.3f} | {r[5]} | {r[6]:.3f} | {r[7]:.2f}x |")
-    else:
+    elif rows:
         print(f"{'kernel':6} {'shape':46} {'MACs':>9} {'DSP':>10} {'/MAC':>6} "
               f"{'portable':>10} {'/MAC':>6} {'speed-up':>8}")
         for r in rows:
             print(f"{r[0]:6} {r[1]:46} {r[2]:9d} {r[3]:10d} {r[4]:6.3f} {r[5]:10d} {r[6]:6.3f} "
                   f"{r[7]:7.2f}x")
+    if norms:
+        print_norm(norms, args.markdown)
 
 
 if __name__ == "__main__":

@@ -242,7 +242,26 @@ typedef enum {
     K2M_ACT_SOFTPLUS,
     K2M_ACT_SOFTSIGN,
     K2M_ACT_EXPONENTIAL,
-    K2M_ACT_MISH
+    K2M_ACT_MISH,
+    /* functions of keras.ops nodes; alpha is the op's constant */
+    K2M_ACT_AFFINE,       /* alpha * x + threshold: x * c + d with scalars */
+    K2M_ACT_SQUARE,       /* x * x */
+    K2M_ACT_SQRT,
+    K2M_ACT_RSQRT,        /* 1 / sqrt(x) */
+    K2M_ACT_ABS,
+    K2M_ACT_LOG,
+    K2M_ACT_LOG1P,
+    K2M_ACT_EXPM1,
+    K2M_ACT_RECIPROCAL,   /* 1 / x */
+    K2M_ACT_RDIV,         /* alpha / x */
+    K2M_ACT_POW,          /* x ** alpha */
+    K2M_ACT_RPOW,         /* alpha ** x */
+    K2M_ACT_SIGN,         /* -1, 0 or 1 (NaN stays NaN) */
+    K2M_ACT_ERF,
+    K2M_ACT_SIN,
+    K2M_ACT_COS,
+    K2M_ACT_FLOOR,
+    K2M_ACT_CEIL
 } k2m_act_fn;
 void k2m_activation_f32(k2m_act_fn fn, const float *input, float *output,
                         int32_t size, float alpha, float threshold);
@@ -428,6 +447,91 @@ void k2m_lstm_s8(const k2m_rnn_dims *d, const k2m_lstm_s8_params *p,
 void k2m_gru_s8(const k2m_rnn_dims *d, const k2m_gru_s8_params *p,
                 const int8_t *input, int8_t *output, int16_t *state,
                 int16_t *scratch);
+
+/* ---- normalization (k2m_norm.c int8, k2m_norm_f32.c float) ------------
+ * LayerNormalization, GroupNormalization, RMSNormalization and
+ * UnitNormalization as one kernel.  The tensor is viewed row-major as
+ * (a, b, c, d) (k2m_norm_dims); the statistics are taken over b and d,
+ * separately for each of the a * c groups of n = b * d elements:
+ *   LayerNormalization over trailing axes of F values: (rows, 1, 1, F);
+ *   over the first axis of (T, F): (1, T, F, 1);
+ *   GroupNormalization, G groups of (H, W, C): (1, H * W, G, C / G).
+ * Element (a, b, c, d) uses parameter j = b * param_stride[0] +
+ * c * param_stride[1] + d * param_stride[2] (gamma[j], beta[j]).
+ * Modes (Keras's float formulas, population variance):
+ *   LAYER        (x - mean) * rsqrt(var + eps) * gamma + beta
+ *   RMS          x * rsqrt(mean(x^2) + eps) * gamma + beta   (RMSNormalization)
+ *   RMS_SCALING  x * rsqrt(var + eps) * gamma + beta  (Keras 3's
+ *                LayerNormalization(rms_scaling=True): the variance, not
+ *                the mean square, as its deprecation warning says)
+ *   L2           x * min(rsqrt(sum(x^2)), 1 / eps) * gamma + beta
+ *                (ops.normalize, order 2: UnitNormalization, eps 1e-12)
+ * Each group is read twice (statistics, then output) and written once,
+ * element by element, so output == input (in place) is allowed; otherwise
+ * they must not overlap. */
+typedef enum {
+    K2M_NORM_LAYER, K2M_NORM_RMS, K2M_NORM_RMS_SCALING, K2M_NORM_L2
+} k2m_norm_mode;
+typedef struct {
+    int32_t a, b, c, d;
+} k2m_norm_dims;
+
+/* float: two passes (mean, then the squared deviations) in float32, each
+ * summed in blocks of 64 so long groups keep their precision.  gamma / beta
+ * NULL mean 1 / 0; the output is clamped to [act_min, act_max]. */
+typedef struct {
+    k2m_norm_mode mode;
+    float epsilon;
+    const float *gamma, *beta;
+    int32_t param_stride[3];
+    float act_min, act_max;
+} k2m_norm_f32_params;
+void k2m_norm_f32(const k2m_norm_dims *d, const k2m_norm_f32_params *p,
+                  const float *input, float *output);
+
+/* int8 (docs/norm_int8.md; tests/norm_ref.py is the same arithmetic in
+ * numpy).  Integers only, no libm.  Per group, with v = q + input_offset
+ * (|v| <= 255) and n <= 65536 (so the sums below are exact):
+ *   s1 = sum v (int32), s2 = sum v^2 (uint32: < 65025 * 65536 < 2^32)
+ *   LAYER:       V = n s2 - s1^2, t = s1, m = n
+ *   RMS:         V = n s2,        t = 0,  m = n
+ *   RMS_SCALING: V = n s2 - s1^2, t = 0,  m = n
+ *   L2:          V = s2,          t = 0,  m = 1
+ * (V is int64, exact and >= 0: n s2 reaches 2^48), so that the normalized
+ * value is (m v - t) / sqrt(V + E) with E epsilon in the same units
+ * (eps n^2 / s_in^2, L2: (eps / s_in)^2).  The exporter
+ * gives E with eps_bits = f fractional bits (f even, 0..62, chosen so that
+ * V << f plus E stays below 2^63):
+ *   W = (V << f) + eps, L2: max(V << f, eps);  W = 0 is taken as 1
+ *   R, z = k2m_norm_rsqrt(W): 1 / sqrt(W) ~= R / 2^31 * 2^(z/2 - 31)
+ *          (relative error < 3e-7), R in (2^29, 2^31), z the even count
+ *          of leading zeros of W (a 48-entry table and two Newton steps;
+ *          k2m_norm.c)
+ *   k = 61 - z/2 - f/2 - gamma_shift - K2M_NORM_BETA_BITS
+ * then per element, with j its parameter:
+ *   c   = floor(R * gamma_multiplier[j] / 2^32)
+ *   acc = floor((((int64)(m v - t)) * c + 2^(k-1)) / 2^k)  (k <= 0: a left
+ *         shift by -k), saturated to [-2^30, 2^30 - 1]
+ *   y   = clamp(floor((acc + beta[j] + 2^7) / 2^8) + output_offset,
+ *               act_min, act_max)
+ * gamma_multiplier[j] = round(gamma_j / s_out * 2^(31 - gamma_shift))
+ * (signed, one shift for all j); beta[j] = round(beta_j / s_out * 2^8),
+ * |beta[j]| <= 2^29.  The exporter refuses what these cannot represent. */
+#define K2M_NORM_BETA_BITS 8
+#define K2M_NORM_MAX_GROUP 65536
+typedef struct {
+    k2m_norm_mode mode;
+    int32_t input_offset;           /* -input zero point */
+    int32_t eps_bits;               /* f */
+    uint64_t eps;                   /* E * 2^f, rounded */
+    const int32_t *gamma_multiplier;
+    int32_t gamma_shift;
+    const int32_t *beta;            /* beta / s_out in 1/256 output steps */
+    int32_t param_stride[3];
+    int32_t output_offset, act_min, act_max;
+} k2m_norm_s8_params;
+void k2m_norm_s8(const k2m_norm_dims *d, const k2m_norm_s8_params *p,
+                 const int8_t *input, int8_t *output);
 
 /* ---- embedding (k2m_copy.c) -------------------------------------------
  * output row t = table row index[t]; an index outside [0, rows) is clamped

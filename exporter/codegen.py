@@ -14,6 +14,7 @@ import jinja2
 import numpy as np
 
 from .errors import UnsupportedModelError
+from .ir import check_norm
 from .planner import Plan, rnn_state_elements, scratch_name
 
 RUNTIME_DIR = "k2m_runtime"
@@ -27,9 +28,11 @@ RUNTIME_FOR_OP = {"conv2d": "k2m_conv.c", "depthwise_conv2d": "k2m_depthwise.c",
                   "prelu": "k2m_activation.c", "conv3d": "k2m_conv3d.c",
                   "max_pool3d": "k2m_conv3d.c", "avg_pool3d": "k2m_conv3d.c",
                   "resize_bilinear": "k2m_copy.c", "embedding": "k2m_copy.c",
-                  "rnn": ("k2m_recurrent.c", "k2m_copy.c")}
+                  "rnn": ("k2m_recurrent.c", "k2m_copy.c"),
+                  "norm": "k2m_norm.c"}
 # Kernel files whose float versions live apart, so int8 models link without libm.
-FLOAT_FILES = {"k2m_activation.c": "k2m_activation_f32.c", "k2m_recurrent.c": "k2m_recurrent_f32.c"}
+FLOAT_FILES = {"k2m_activation.c": "k2m_activation_f32.c", "k2m_recurrent.c": "k2m_recurrent_f32.c",
+               "k2m_norm.c": "k2m_norm_f32.c"}
 NO_CODE = {"reshape", "identity"}
 FLOAT_MAX = "3.40282347e+38f"
 
@@ -82,6 +85,8 @@ RNN_ACT_ENUMS = {"tanh": "K2M_RNN_TANH", "sigmoid": "K2M_RNN_SIGMOID",
                  "hard_sigmoid": "K2M_RNN_HARD_SIGMOID", "relu": "K2M_RNN_RELU",
                  "linear": "K2M_RNN_LINEAR"}
 RNN_FUNCS = {"simple": "simple_rnn", "lstm": "lstm", "gru": "gru"}
+NORM_MODE_ENUMS = {"layer": "K2M_NORM_LAYER", "rms": "K2M_NORM_RMS",
+                   "rms_scaling": "K2M_NORM_RMS_SCALING", "l2": "K2M_NORM_L2"}
 
 
 class Emitter:
@@ -391,6 +396,29 @@ class Emitter:
                     f"{pair('input')}, {pair('output_gate')}, {tail}")
         return (f"{{{weights}}}, {{{luts}}}, {pair('reset')}, {pair('keep')}, "
                 f"{pair('update')}, {q['one']}, {tail}")
+
+    def _norm(self, node, tin, tout, s):
+        check_norm(node, tin.size)
+        s["dims"] = ", ".join(str(int(v)) for v in node.attrs["dims"])
+        mode = NORM_MODE_ENUMS[node.attrs["mode"]]
+        if self.int8:
+            q = node.attrs["int8"]
+            mult = self.const(node, "gamma_mult", q["gamma_multiplier"],
+                              f"{node.layer}: gamma / output scale, Q31, shift {q['gamma_shift']}")
+            beta = self.const(node, "beta", q["beta"],
+                              f"{node.layer}: beta / output scale, 1/256 output steps")
+            strides = ", ".join(str(int(v)) for v in q["param_stride"])
+            s["params"] = (f"{mode}, {q['input_offset']}, {q['eps_bits']}, {q['eps']}ull, "
+                           f"{mult}, {q['gamma_shift']}, {beta}, {{{strides}}}, "
+                           f"{q['output_offset']}, {q['act_min']}, {q['act_max']}")
+            return
+        w = node.weights
+        arrays = [self.const(node, k, w[k].astype(np.float32), f"{node.layer}: {k}")
+                  if k in w else "0" for k in ("gamma", "beta")]
+        strides = node.attrs["param_index"] if ("gamma" in w or "beta" in w) else (0, 0, 0)
+        lo, hi = self.clamp_f32(node.attrs.get("clamp", (None, None)))
+        s["params"] = (f"{mode}, {c_float(node.attrs['epsilon'])}, {arrays[0]}, {arrays[1]}, "
+                       f"{{{', '.join(str(int(v)) for v in strides)}}}, {lo}, {hi}")
 
 
 # The identifiers a model's files define besides its constants: PREFIX_<name>.

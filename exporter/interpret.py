@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .ir import check_norm
+
 
 def _pad(x, attrs, value):
     (kh, kw), (sh, sw), (dh, dw) = attrs["kernel"], attrs["strides"], attrs["dilation"]
@@ -160,6 +162,25 @@ FUNCS = {
     "softsign": lambda x, a: x / (1.0 + np.abs(x)),
     "exponential": lambda x, a: np.exp(x),
     "mish": lambda x, a: x * np.tanh(_softplus(x)),
+    # functions of keras.ops nodes (a = the constant where there is one)
+    "affine": lambda x, a: a["alpha"] * x + a["threshold"],
+    "square": lambda x, a: x * x,
+    "sqrt": lambda x, a: np.sqrt(x),
+    "rsqrt": lambda x, a: 1.0 / np.sqrt(x),
+    "abs": lambda x, a: np.abs(x),
+    "log": lambda x, a: np.log(x),
+    "log1p": lambda x, a: np.log1p(x),
+    "expm1": lambda x, a: np.expm1(x),
+    "reciprocal": lambda x, a: 1.0 / x,
+    "rdiv": lambda x, a: a["alpha"] / x,
+    "pow": lambda x, a: np.power(x, a["alpha"]),
+    "rpow": lambda x, a: np.power(a["alpha"], x),
+    "sign": lambda x, a: np.sign(x),
+    "erf": lambda x, a: _erf(x),
+    "sin": lambda x, a: np.sin(x),
+    "cos": lambda x, a: np.cos(x),
+    "floor": lambda x, a: np.floor(x),
+    "ceil": lambda x, a: np.ceil(x),
 }
 
 
@@ -168,11 +189,19 @@ def _erf(x):
     return np.vectorize(erf, otypes=[np.float64])(x)
 
 
-def activation(node, x):
-    func = node.attrs["func"]
+def apply(func: str, attrs: dict, x):
     if func == "clamp":
-        return _clamp(x, node.attrs["clamp"])
-    return FUNCS[func](np.asarray(x, np.float64), node.attrs)
+        return _clamp(x, attrs["clamp"])
+    if func == "chain":  # int8: consecutive functions folded into one table
+        for step in attrs["chain"]:
+            x = apply(step["func"], step, x)
+        return x
+    with np.errstate(all="ignore"):  # log(0), 1/0...: the C gives the same inf/nan
+        return FUNCS[func](np.asarray(x, np.float64), attrs)
+
+
+def activation(node, x):
+    return apply(node.attrs["func"], node.attrs, x)
 
 
 def softmax(node, x):
@@ -295,6 +324,36 @@ def rnn(node, x, probes=None):
     return np.stack(outs, axis=1)
 
 
+def norm(node, x):
+    """Keras's normalization formulas (ir.check_norm): LayerNormalization
+    (ops.moments' population variance), RMSNormalization, Keras 3's
+    rms_scaling (x over sqrt(var + eps)) and ops.normalize's
+    x * min(rsqrt(sum x^2), 1 / eps)."""
+    a, w = node.attrs, node.weights
+    check_norm(node, int(np.prod(x.shape[1:], dtype=np.int64)))
+    (A, B, C, D), eps, mode = a["dims"], a["epsilon"], a["mode"]
+    g = np.asarray(x, np.float64).reshape(len(x), A, B, C, D)
+    axes = (2, 4)
+    if mode in ("layer", "rms_scaling"):
+        mean = g.mean(axis=axes, keepdims=True)
+        inv = 1.0 / np.sqrt(((g - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
+        y = (g - mean if mode == "layer" else g) * inv
+    elif mode == "rms":
+        y = g / np.sqrt((g * g).mean(axis=axes, keepdims=True) + eps)
+    else:
+        with np.errstate(divide="ignore"):
+            y = g * np.minimum(1.0 / np.sqrt((g * g).sum(axis=axes, keepdims=True)), 1.0 / eps)
+    if "gamma" in w or "beta" in w:
+        sb, sc, sd = a["param_index"]
+        j = (np.arange(B)[:, None, None] * sb + np.arange(C)[None, :, None] * sc
+             + np.arange(D)[None, None, :] * sd)
+        if "gamma" in w:
+            y = y * w["gamma"].astype(np.float64)[j]
+        if "beta" in w:
+            y = y + w["beta"].astype(np.float64)[j]
+    return _clamp(y, a.get("clamp", (None, None))).reshape(x.shape)
+
+
 identity = reshape
 
 mean = avg_pool
@@ -303,7 +362,8 @@ RUN = {"conv2d": conv2d, "depthwise_conv2d": depthwise_conv2d, "conv3d": conv3d,
        "max_pool3d": max_pool3d, "avg_pool3d": avg_pool3d, "dense": dense, "max_pool": max_pool, "avg_pool": avg_pool, "mean": mean,
        "activation": activation, "add": add, "binary": binary, "copy": copy, "prelu": prelu,
        "resize_bilinear": resize_bilinear, "softmax": softmax, "reshape": reshape,
-       "identity": identity, "embedding": embedding, "rnn": rnn}
+       "identity": identity, "embedding": embedding, "rnn": rnn,
+       "norm": norm}
 
 
 def run_node(node, inputs: list, frame_shapes, probes=None):

@@ -35,7 +35,9 @@ SOFTMAX_Q = Quant(1.0 / 256, -128)
 SAME_AS_INPUT = {"max_pool", "avg_pool", "max_pool3d", "avg_pool3d", "reshape", "identity",
                  "resize_bilinear"}
 WIDE_READERS = {"sigmoid", "tanh", "softmax", "elu", "selu", "hard_sigmoid", "hard_swish",
-                "swish", "gelu", "softplus", "softsign", "exponential", "mish"}
+                "swish", "gelu", "gelu_tanh", "softplus", "softsign", "exponential", "mish",
+                "square", "sqrt", "rsqrt", "log", "log1p", "expm1", "reciprocal", "rdiv",
+                "pow", "rpow", "erf", "sin", "cos", "chain"}
 INT16_MAX = 32767
 CHUNK = 64
 
@@ -96,6 +98,12 @@ def calibrate(graph, samples) -> dict:
         probes: dict = {}
         values = interpret.run(graph, [s[start:start + CHUNK] for s in samples], probes)
         for name, v in {**values, **probes}.items():
+            if not np.all(np.isfinite(v)):
+                node = graph.producer(name)
+                raise ExportError(
+                    f"layer '{node.layer if node else name}' computes NaN or Inf on the "
+                    f"calibration samples, which int8 cannot represent; check the inputs "
+                    f"(log or sqrt of negative values, division by zero)")
             lo, hi = float(v.min()), float(v.max())
             old = ranges.get(name, (lo, hi))
             ranges[name] = (min(old[0], lo), max(old[1], hi))
@@ -105,6 +113,7 @@ def calibrate(graph, samples) -> dict:
 
 def quantize(graph, samples):
     ranges = calibrate(graph, samples)
+    compose_tables(graph)
     for name in graph.inputs:
         t = graph.tensors[name]  # Embedding indices stay whole numbers
         t.quant = Quant(1.0, 0) if t.dtype == "int32" else activation_quant(*ranges[name])
@@ -125,6 +134,34 @@ def quantize(graph, samples):
     graph.dtype = "int8"
     fold_input_affine(graph)
     return ranges
+
+
+def compose_tables(graph) -> None:
+    """Consecutive elementwise functions (activation nodes) map int8 to int8
+    through one table each; composed, they are one table from the first
+    input to the last output, with no rounding in between."""
+    for node in list(graph.nodes):
+        if node.op != "activation" or node not in graph.nodes:
+            continue
+        readers = graph.consumers(node.outputs[0])
+        while (len(readers) == 1 and readers[0].op == "activation"
+               and node.outputs[0] not in graph.outputs and not node.attrs.get("frames")
+               and not readers[0].attrs.get("frames")):
+            nxt = readers[0]
+            steps = chain_of(node) + chain_of(nxt)
+            node.attrs = {"func": "chain", "chain": steps,
+                          "fused": node.attrs.get("fused", []) + [nxt.layer]}
+            del graph.tensors[node.outputs[0]]
+            node.outputs = list(nxt.outputs)
+            graph.nodes.remove(nxt)
+            readers = graph.consumers(node.outputs[0])
+
+
+def chain_of(node) -> list:
+    a = node.attrs
+    if a["func"] == "chain":
+        return list(a["chain"])
+    return [{k: v for k, v in a.items() if k != "fused"}]
 
 
 def fold_input_affine(graph) -> None:
@@ -279,14 +316,22 @@ def lookup_table(node, tin, tout) -> dict:
         # 257 points over the int16 range, in 1/256 output steps; the
         # kernel interpolates between them.
         real = qin.scale * (np.arange(257) * 256 - 32768)
-        y = interpret.activation(node, real)
+        y = defined(interpret.activation(node, real))
         table = round_away(256 * (y / qout.scale + qout.zero_point))
         return {"table16": np.clip(table, -2**31, 2**31 - 1).astype(np.int32)}
     q = np.arange(-128, 128)
     real = qin.scale * (q - qin.zero_point)
-    y = interpret.activation(node, real)
+    y = defined(interpret.activation(node, real))
     table = np.clip(round_away(y / qout.scale) + qout.zero_point, -128, 127)
     return {"table": table.astype(np.int8)}
+
+
+def defined(y):
+    """A table's values where the function is defined; where it is not (the
+    sqrt or log of an input code below the calibrated range's zero, which the
+    calibration samples never reached) the table holds 0.  ±inf saturates."""
+    y = np.asarray(y, np.float64)
+    return np.nan_to_num(y, nan=0.0, posinf=1e30, neginf=-1e30)
 
 
 def softmax_table(node, tin, tout) -> dict:
@@ -319,6 +364,11 @@ def rnn_params(node, tin, tout, ranges) -> dict:
     return quantize_recurrent.params(node, tin.quant, tout.quant, ranges)
 
 
+def norm_params(node, tin, tout) -> dict:
+    from . import quantize_norm
+    return quantize_norm.params(node, tin, tout)
+
+
 # Ops whose quantization needs more than their input/output ranges.
 SPECIAL = {"embedding": embedding_params, "rnn": rnn_params}
 
@@ -326,4 +376,5 @@ PARAMS = {"conv2d": weighted, "depthwise_conv2d": weighted, "conv3d": weighted,
           "dense": weighted, "max_pool3d": pooled, "avg_pool3d": pooled, "max_pool": pooled,
           "avg_pool": pooled, "mean": mean, "add": add_params, "binary": binary_params, "copy": copy_params, "prelu": prelu_params,
           "activation": lookup_table,
-          "softmax": softmax_table}
+          "softmax": softmax_table,
+          "norm": norm_params}

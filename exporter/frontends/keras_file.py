@@ -16,23 +16,6 @@ import zipfile
 from ..errors import ExportError, UnsupportedModelError
 from . import load_guard, safety, size_check
 
-# What to use instead, for layers users often bring.
-ADVICE = {
-    "Lambda": "a Lambda holds Python code, which the exporter never runs; "
-              "rewrite it with built-in layers",
-    "TFOpLambda": "a raw TensorFlow op; rewrite it with built-in Keras layers",
-    "Masking": "the exporter runs masking-free sequences; remove Masking and feed "
-               "sequences of the model's fixed length",
-    "NotEqual": "a comparison op, which Keras adds for Embedding(mask_zero=True) masks; "
-                "the exporter runs masking-free sequences",
-    "RNN": "a generic RNN around a cell; use the LSTM, GRU or SimpleRNN layer instead",
-    "ConvLSTM1D": "not supported; use Conv1D/Conv2D with TimeDistributed, then an LSTM",
-    "ConvLSTM2D": "not supported; use Conv1D/Conv2D with TimeDistributed, then an LSTM",
-}
-
-CONTAINERS = {"Sequential", "Functional", "Model"}
-
-
 def read_config(path: str, source: str | None = None, limits=None) -> dict:
     """The model's architecture config, without deserializing it.  `source`
     is the file actually read (load's private copy of `path`)."""
@@ -49,7 +32,7 @@ def read_config(path: str, source: str | None = None, limits=None) -> dict:
 
 def check_safe(config: dict, path: str) -> None:
     """Every object of the config must resolve to a Keras built-in
-    (exporter.frontends.safety); run after check_supported, so a Lambda is
+    (exporter.frontends.safety); run after precheck.check, so a Lambda is
     listed among the unsupported layers."""
     bad = safety.offending(config)
     if bad:
@@ -104,26 +87,17 @@ def first_line(e: BaseException) -> str:
 
 
 def iter_layers(config):
-    """(name, class_name, module, config) of every layer, nested models
-    included; an entry that is not a layer config yields class_name None."""
-    if not isinstance(config, dict):
+    """(name, class_name, module, config) of every layer, nested models and
+    wrapped layers included; an entry that is not a layer config yields
+    class_name None."""
+    from . import precheck
+    try:
+        for path, entry in precheck.nodes(config):
+            inner = entry.get("config") or {}
+            yield path + precheck.node_name(entry), str(entry.get("class_name")), \
+                entry.get("module"), inner
+    except ExportError:
         yield "?", None, None, {}
-        return
-    cls = config.get("class_name", "")
-    inner = config.get("config", {}) or {}
-    if not isinstance(inner, dict):
-        yield "?", None, None, {}
-        return
-    if cls in CONTAINERS and is_builtin(config.get("module")):
-        layers = inner.get("layers", []) or []
-        for layer in layers if isinstance(layers, list) else [None]:
-            yield from iter_layers(layer)
-        return
-    name = inner.get("name") or config.get("name") or "?"  # functional entries hold it outside
-    yield str(name), str(cls), config.get("module"), inner
-    for key in ("layer", "backward_layer"):  # wrappers hold other layers
-        if isinstance(inner.get(key), dict):
-            yield from iter_layers(inner[key])
 
 
 def is_builtin(module) -> bool:
@@ -163,44 +137,16 @@ def check_inputs(config: dict) -> None:
                     f"batch must be fixed and > 0 (give keras.Input a complete shape)")
 
 
-def check_supported(config: dict, supported: set) -> None:
-    bad = []
-    for name, cls, module, inner in iter_layers(config):
-        if cls is None:
-            raise ExportError("the model config lists something that is not a layer; "
-                              "the file is damaged or not written by Keras")
-        builtin = is_builtin(module)
-        if cls == "Embedding" and inner.get("mask_zero"):
-            bad.append(f"'{name}' (Embedding with mask_zero=True: the exporter runs "
-                       f"masking-free sequences; train without mask_zero)")
-            continue
-        if cls == "InputLayer" or (cls in supported and builtin):
-            custom = list(custom_objects(
-                {k: v for k, v in inner.items() if k not in ("layer", "layers", "backward_layer")}))
-            if custom:
-                bad.append(f"'{name}' ({cls} with custom objects, whose code the exporter "
-                           f"never runs: {', '.join(custom)})")
-            continue
-        why = ADVICE.get(cls) or ("a custom layer; only built-in Keras layers "
-                                  "are exported" if not builtin else
-                                  "not supported yet")
-        bad.append(f"'{name}' ({cls}: {why})")
-    if bad:
-        raise UnsupportedModelError(
-            f"the model has {len(bad)} unsupported layer"
-            f"{'s' if len(bad) > 1 else ''}: " + "; ".join(bad)
-            + f". Supported layers: {', '.join(sorted(supported))}")
-
-
-def load(path: str, supported: set, limits=None):
+def load(path: str, limits=None):
     """The Keras model of a .keras/.h5 file, once its config passed every
     check; Keras reads a private copy of the file, the bytes that were
     checked, in the format its content is."""
+    from . import precheck
     limits = limits or size_check.Limits()
     check_path(path)
     with safety.private_copy(path, size_check.MAX_MODEL_FILE_BYTES) as source:
         config = read_config(path, source, limits)
-        check_supported(config, supported)
+        precheck.check(config)
         check_safe(config, path)
         check_inputs(config)
         size_check.check_model(config, limits, path, size_check.h5_layer_values(source))
