@@ -1,5 +1,6 @@
-"""Instruction counts of the int8 conv / depthwise / fully connected / recurrent
-kernels on the emulated Cortex-M4, DSP path against the portable path.
+"""Instruction counts (and m4run's cycles_est) of the int8 conv / depthwise /
+fully connected / recurrent / matmul kernels and the squeeze-and-excitation
+multiply on the emulated Cortex-M4, DSP path against the portable path.
 
 Run from the repository root:
 
@@ -7,19 +8,21 @@ Run from the repository root:
 
 For every shape it writes one C program (random operands from a fixed seed,
 one call of the kernel between bench_begin()/bench_end()), builds it twice
-with ../shared/tools/m4run (`m4run --work MACS -I c_runtime prog.c
+with ../shared/tools/m4run (`m4run --work MACS --cycles -I c_runtime prog.c
 c_runtime/k2m_conv.c c_runtime/k2m_depthwise.c c_runtime/k2m_fully_connected.c
-c_runtime/k2m_recurrent.c`, then the same with
-`-DK2M_PORTABLE`), checks the two builds print the same output checksum, and
-prints: kernel, shape, MACs, instructions and instructions/MAC of each path,
-speed-up.  Recurrent layers (SimpleRNN / LSTM / GRU over a whole sequence)
+c_runtime/k2m_recurrent.c c_runtime/k2m_matmul.c c_runtime/k2m_broadcast.c`,
+then the same with `-DK2M_PORTABLE`), checks the two builds print the same
+output checksum, and prints: kernel, shape, MACs, instructions and
+instructions/MAC of each path, speed-up, and m4run's cycles_est per MAC of
+each path.  Recurrent layers (SimpleRNN / LSTM / GRU over a whole sequence)
 count MACs as steps * gates * units * (features + units): the input and the
 recurrent matmuls; the per-step gate arithmetic (requantization, tables,
-state update) is in the instructions but not in the MACs.  The int8
-normalization kernel (k2m_norm.c) is counted per element, with m4run's
-cycles_est next to the instructions.  Needs arm-none-eabi-gcc and
-qemu-system-arm (see ../shared/tools/README-m4run.md).  Counts are
-instructions, not cycles (cycles_est is m4run's static model).
+state update) is in the instructions but not in the MACs.  The SE multiply
+counts one "MAC" per element; the int8 normalization kernel (k2m_norm.c) is
+counted per element.  Needs arm-none-eabi-gcc and qemu-system-arm
+(see ../shared/tools/README-m4run.md).  Instruction counts are exact;
+cycles_est is m4run's static Cortex-M4 model (zero wait states), an
+estimate, not a measurement.
 """
 from __future__ import annotations
 
@@ -75,6 +78,31 @@ def rnn(name, cell, steps, features, units, flags=0):
                 macs=steps * gates * units * (features + units), s16=False)
 
 
+def matmul(which, t, heads, dk):
+    """One of attention's matmuls over T = S tokens, `heads` heads of dk:
+    "qk" the scores Q K^T (m = T, n = S, k = dk per head; int16 out, a
+    softmax reads it), "av" P V^T (m = T, n = dk, k = S; P's zero point
+    -128)."""
+    s = t
+    if which == "qk":
+        d = dict(m=t, n=s, k=dk, a_row=heads * dk, b_row=heads * dk, c_row=s,
+                 batch=(heads, dk, dk, t * s), n_a=t * heads * dk, n_b=s * heads * dk,
+                 n_c=heads * t * s, a_offset=3, b_offset=-2)
+    else:
+        d = dict(m=t, n=dk, k=s, a_row=s, b_row=s, c_row=heads * dk,
+                 batch=(heads, t * s, dk * s, dk), n_a=heads * t * s, n_b=heads * dk * s,
+                 n_c=t * heads * dk, a_offset=128, b_offset=-2)
+    name = f"matmul {which.upper()} T=S={t}, dk={dk}, H={heads}"
+    return dict(kind="matmul", name=name, d=d, macs=heads * t * s * dk, s16=which == "qk")
+
+
+def se_multiply(name, positions, channels):
+    """The squeeze-and-excitation multiply (H*W, C) x (C,): "MACs" are the
+    elements (one product and one requantization each)."""
+    return dict(kind="se", name=name, positions=positions, channels=channels,
+                macs=positions * channels, s16=False)
+
+
 SHAPES = [
     conv("conv 3x3 16->32, 16x16, same", 16, 16, 16, 32, 3, 3),
     conv("conv 3x3 16->32, 16x16, same (s8_s16)", 16, 16, 16, 32, 3, 3, s16=True),
@@ -91,6 +119,11 @@ SHAPES = [
     rnn("gru 32 units, 50 steps x 3, reset_before", "gru", 50, 3, 32),
     rnn("simple_rnn 32 units, 50 steps x 8", "simple_rnn", 50, 8, 32),
     rnn("lstm 128 units, 20 steps x 40, sequences", "lstm", 20, 40, 128, flags=2),
+    *[matmul(which, t, heads, dk) for t, dk, heads in
+      ((16, 8, 4), (32, 16, 2), (64, 16, 1), (64, 32, 4), (16, 64, 2), (64, 64, 1))
+      for which in ("qk", "av")],
+    se_multiply("SE multiply (16x16, 32) x (32,)", 256, 32),
+    se_multiply("SE multiply (7x7, 96) x (96,)", 49, 96),
 ]
 
 PROGRAM = r"""
@@ -259,9 +292,71 @@ def rnn_program(s):
         setup=setup, call=call)
 
 
+# attention matmuls and the SE multiply: random int8 operands, scales as
+# an exporter would pick them (outputs mostly inside the int8 range)
+MATMUL_PROGRAM = r"""
+#include <stdio.h>
+#include <stdint.h>
+#include "k2m.h"
+#include "m4bench.h"
+
+static uint32_t seed = 12345u;
+static int32_t rnd(void) { seed = seed * 1664525u + 1013904223u; return (int32_t)(seed >> 8); }
+
+static int8_t a[%(n_a)d], b[%(n_b)d];
+static %(out_t)s c[%(n_c)d];
+
+int main(void)
+{
+    int32_t i;
+    uint32_t sum = 0;
+    for (i = 0; i < %(n_a)d; ++i) a[i] = (int8_t)(rnd() & 0xFF);
+    for (i = 0; i < %(n_b)d; ++i) b[i] = (int8_t)(rnd() & 0xFF);
+    {
+        %(setup)s
+        bench_begin();
+        %(call)s;
+        bench_end();
+    }
+    for (i = 0; i < %(n_c)d; ++i) sum = sum * 31u + (uint32_t)(uint16_t)c[i];
+    printf("checksum %%08lx\n", (unsigned long)sum);
+    return 0;
+}
+"""
+
+
+def matmul_program(s):
+    if s["kind"] == "se":
+        n, ch = s["positions"], s["channels"]
+        setup = ("const k2m_broadcast_dims d = {{1, 1, 1, 1, %d, %d}, {0, 0, 0, 0, %d, 1}, "
+                 "{0, 0, 0, 0, 0, 1}};\n"
+                 "        const k2m_binary_s8_params p = {3, 0, 0, 128, 0, 0, 0, -5, "
+                 "0x50000000, -8, -128, 127};" % (n, ch, ch))
+        return MATMUL_PROGRAM % dict(n_a=n * ch, n_b=ch, n_c=n * ch, out_t="int8_t", setup=setup,
+                                     call="k2m_broadcast_mul_s8(&d, &p, a, b, c)")
+    d = s["d"]
+    # accumulators ~ sqrt(k) * 74 * 74 (|offset| 128: ~148): a few hundred
+    # (int8) or thousands (int16) of output steps
+    spread = math.log2(d["k"] ** 0.5 * (148 if d["a_offset"] == 128 else 74) * 74)
+    shift = int(round((13 if s["s16"] else 6) - spread))
+    act = "-32768, 32767" if s["s16"] else "-128, 127"
+    h, sa, sb, sc = d["batch"]
+    setup = ("const k2m_matmul_dims d = {%d, %d, %d, %d, %d, %d, {1, 1, %d}, {0, 0, %d}, "
+             "{0, 0, %d}, {0, 0, %d}};\n"
+             "        const k2m_matmul_s8_params p = {%d, %d, %d, 0x5A000000, %d, %s};"
+             % (d["m"], d["n"], d["k"], d["a_row"], d["b_row"], d["c_row"], h, sa, sb, sc,
+                d["a_offset"], d["b_offset"], 0 if s["s16"] else -3, shift, act))
+    fn = "k2m_matmul_s8_s16" if s["s16"] else "k2m_matmul_s8"
+    return MATMUL_PROGRAM % dict(n_a=d["n_a"], n_b=d["n_b"], n_c=d["n_c"],
+                                 out_t="int16_t" if s["s16"] else "int8_t", setup=setup,
+                                 call=f"{fn}(&d, &p, a, b, c)")
+
+
 def program(s):
     if s["kind"] == "rnn":
         return rnn_program(s)
+    if s["kind"] in ("matmul", "se"):
+        return matmul_program(s)
     if s["kind"] == "dw":
         g = s["g"]
         setup = "const k2m_window g = {%s};" % ", ".join(
@@ -393,18 +488,20 @@ def print_norm(rows, markdown):
 
 
 def run(m4run, src, macs, portable):
-    cmd = [str(m4run), "--work", str(macs), "-I", str(RUNTIME)]
+    """(instructions, cycles_est, checksum) of the measured region."""
+    cmd = [str(m4run), "--work", str(macs), "--cycles", "-I", str(RUNTIME)]
     if portable:
         cmd += ["-D", "K2M_PORTABLE"]
     cmd += [str(src)] + [str(RUNTIME / f) for f in
                          ("k2m_conv.c", "k2m_depthwise.c", "k2m_fully_connected.c",
-                          "k2m_recurrent.c")]
+                          "k2m_recurrent.c", "k2m_matmul.c", "k2m_broadcast.c")]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         sys.exit(f"m4run failed ({out.returncode}): {' '.join(cmd)}\n{out.stdout}\n{out.stderr}")
     instr = int(re.search(r"instructions:\s*(\d+)", out.stdout).group(1))
+    cycles = int(re.search(r"cycles_est:\s*(\d+)", out.stdout).group(1))
     checksum = re.search(r"checksum (\w+)", out.stdout).group(1)
-    return instr, checksum
+    return instr, cycles, checksum
 
 
 def main():
@@ -418,26 +515,29 @@ def main():
         for i, s in enumerate(sh for sh in SHAPES if args.only in sh["name"]):
             src = Path(tmp) / f"bench_{i}.c"
             src.write_text(program(s))
-            dsp, c1 = run(args.m4run, src, s["macs"], portable=False)
-            port, c2 = run(args.m4run, src, s["macs"], portable=True)
+            dsp, cyc_dsp, c1 = run(args.m4run, src, s["macs"], portable=False)
+            port, cyc_port, c2 = run(args.m4run, src, s["macs"], portable=True)
             if c1 != c2:
                 sys.exit(f"{s['name']}: DSP and portable outputs differ ({c1} != {c2})")
             rows.append((s["kind"], s["name"], s["macs"], dsp, dsp / s["macs"],
-                         port, port / s["macs"], port / dsp))
+                         port, port / s["macs"], port / dsp,
+                         cyc_dsp / s["macs"], cyc_port / s["macs"]))
         norms = norm_rows(args.m4run, tmp, args.only)
     head = ("kernel", "shape", "MACs", "instr DSP", "instr/MAC DSP",
-            "instr portable", "instr/MAC portable", "speed-up")
+            "instr portable", "instr/MAC portable", "speed-up",
+            "cycles_est/MAC DSP", "cycles_est/MAC portable")
     if args.markdown and rows:
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))
         for r in rows:
-            print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.3f} | {r[5]} | {r[6]:.3f} | {r[7]:.2f}x |")
+            print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.3f} | {r[5]} | {r[6]:.3f} | "
+                  f"{r[7]:.2f}x | {r[8]:.3f} | {r[9]:.3f} |")
     elif rows:
         print(f"{'kernel':6} {'shape':46} {'MACs':>9} {'DSP':>10} {'/MAC':>6} "
-              f"{'portable':>10} {'/MAC':>6} {'speed-up':>8}")
+              f"{'portable':>10} {'/MAC':>6} {'speed-up':>8} {'cyc/MAC':>8} {'cyc/MAC':>8}")
         for r in rows:
             print(f"{r[0]:6} {r[1]:46} {r[2]:9d} {r[3]:10d} {r[4]:6.3f} {r[5]:10d} {r[6]:6.3f} "
-                  f"{r[7]:7.2f}x")
+                  f"{r[7]:7.2f}x {r[8]:8.3f} {r[9]:8.3f}")
     if norms:
         print_norm(norms, args.markdown)
 

@@ -121,11 +121,64 @@ void k2m_mul_s8(const k2m_binary_s8_params *p, const int8_t *input1,
 void k2m_max_min_s8(const k2m_binary_s8_params *p, int32_t is_max,
                     const int8_t *input1, const int8_t *input2, int8_t *output,
                     int32_t size);
+/* k2m_binary_f32 takes SUB..AVG; ADD and DIV are k2m_broadcast_f32's. */
 typedef enum {
-    K2M_BINARY_SUB, K2M_BINARY_MUL, K2M_BINARY_MAX, K2M_BINARY_MIN, K2M_BINARY_AVG
+    K2M_BINARY_SUB, K2M_BINARY_MUL, K2M_BINARY_MAX, K2M_BINARY_MIN, K2M_BINARY_AVG,
+    K2M_BINARY_ADD, K2M_BINARY_DIV
 } k2m_binary_op;
 void k2m_binary_f32(k2m_binary_op op, const float *input1, const float *input2,
                     float *output, int32_t size, float act_min, float act_max);
+
+/* ---- broadcasting binary ops (k2m_broadcast.c) -----------------------
+ * output = input1 <op> input2 with numpy's broadcasting.  The output is a
+ * contiguous row-major box of K2M_BROADCAST_DIMS axes (outermost first;
+ * the exporter pads with leading axes of count 1); stride1/stride2 give
+ * each input's element stride along every axis, 0 where that input is
+ * broadcast.  The exporter merges adjacent axes that broadcast alike, so
+ * the per-channel case (H, W, C) with (C,) or (1, 1, C), either operand
+ * first, is the box (H*W, C) with strides (C, 1) and (0, 1): the
+ * squeeze-and-excitation multiply.  In place is allowed: output may be
+ * either input that has the output's shape (each element is read before it
+ * is written, and by no other output).
+ *
+ * int8, per element: add/sub/avg are k2m_add_s8's arithmetic, mul
+ * k2m_mul_s8's, max/min k2m_max_min_s8's (same params; sub and avg as
+ * there), except that every requantization whose shift is a left shift
+ * saturates instead of wrapping when acc << shift leaves int32
+ * (k2m_rq_apply_sat: the exact result is beyond every clamp then).
+ * Division, with n = input1 + input1_offset, d = input2 + input2_offset
+ * (both within [-255, 255]) and F = left_shift (the exporter uses 22):
+ *   d != 0:  t = k2m_div_nearest(n * 2^F, d)  (round half away from zero,
+ *                                            |t| < 2^30)
+ *            out = clamp(k2m_rq_apply_sat(t, output_multiplier,
+ *                        output_shift) + output_offset)
+ *   d == 0:  act_max if n > 0, act_min if n < 0, and
+ *            clamp(output_offset) for 0 / 0 (NaN -> the zero point, as
+ *            k2m_quantize_f32_s8 maps it)
+ * with the multiplier for s1 / (s2 * s_out * 2^F): the quotient keeps F
+ * fraction bits, so its rounding moves the output by at most
+ * multiplier * 2^-F / 2 steps.  The exporter caps the multiplier at 1/2
+ * (shift <= 0): beyond it every nonzero quotient saturates anyway. */
+#define K2M_BROADCAST_DIMS 6
+typedef struct {
+    int32_t count[K2M_BROADCAST_DIMS];
+    int32_t stride1[K2M_BROADCAST_DIMS];
+    int32_t stride2[K2M_BROADCAST_DIMS];
+} k2m_broadcast_dims;
+void k2m_broadcast_add_s8(const k2m_broadcast_dims *d, const k2m_binary_s8_params *p,
+                          const int8_t *input1, const int8_t *input2, int8_t *output);
+void k2m_broadcast_mul_s8(const k2m_broadcast_dims *d, const k2m_binary_s8_params *p,
+                          const int8_t *input1, const int8_t *input2, int8_t *output);
+void k2m_broadcast_max_min_s8(const k2m_broadcast_dims *d, const k2m_binary_s8_params *p,
+                              int32_t is_max, const int8_t *input1, const int8_t *input2,
+                              int8_t *output);
+void k2m_broadcast_div_s8(const k2m_broadcast_dims *d, const k2m_binary_s8_params *p,
+                          const int8_t *input1, const int8_t *input2, int8_t *output);
+/* float: one float32 operation per element (avg: (a + b) * 0.5f, div:
+ * IEEE division, x / 0 is inf or NaN as in Keras), then the clamp. */
+void k2m_broadcast_f32(k2m_binary_op op, const k2m_broadcast_dims *d,
+                       const float *input1, const float *input2, float *output,
+                       float act_min, float act_max);
 
 /* ---- 3-D convolution and pooling (k2m_conv3d.c) ---------------------
  * NDHWC without the batch; axes in the arrays are (depth, height, width).
@@ -163,6 +216,46 @@ void k2m_fully_connected_f32(const k2m_fc_dims *d, float act_min, float act_max,
                              const float *input, const float *weights,
                              const float *bias, float *output);
 
+/* ---- batched matrix product (k2m_matmul.c) ---------------------------
+ * Both operands are tensors with k contiguous ("NT" form: B given as n
+ * rows of k, attention's Q K^T directly, A V as P (V^T)):
+ *   c[off_c + i * c_row + j] = sum_{t < k} a[off_a + i * a_row + t]
+ *                                          * b[off_b + j * b_row + t]
+ * for i < m, j < n and every batch (i0, i1, i2) < batch_count, with
+ * off_x = i0 * x_batch[0] + i1 * x_batch[1] + i2 * x_batch[2] (unused
+ * levels: count 1).  Strides count elements.  c must not overlap a or b.
+ * int8: a and b asymmetric with their own zero points (a_offset,
+ * b_offset = -zero point), the exact int32 sum of
+ * (a + a_offset) * (b + b_offset) (the exporter keeps k <= 32767, so no
+ * partial sum of either path leaves int32),
+ * requantized once per tensor:
+ *   out = clamp(k2m_rq_apply_sat(acc, multiplier, shift) + output_offset)
+ * k2m_matmul_s8_s16 stores the same value clamped to [act_min, act_max]
+ * within int16 (symmetric, output_offset 0): attention scores that only a
+ * softmax reads keep 16 bits.  The DSP path accumulates sum (a +
+ * a_offset) * b four b rows at a time (SMLAD) and adds b_offset * sum (a +
+ * a_offset) per a row: the same integers, bit for bit.  No scratch. */
+#define K2M_MATMUL_LEVELS 3
+typedef struct {
+    int32_t m, n, k;
+    int32_t a_row, b_row, c_row;
+    int32_t batch_count[K2M_MATMUL_LEVELS];
+    int32_t a_batch[K2M_MATMUL_LEVELS], b_batch[K2M_MATMUL_LEVELS];
+    int32_t c_batch[K2M_MATMUL_LEVELS];
+} k2m_matmul_dims;
+typedef struct {
+    int32_t a_offset, b_offset, output_offset;
+    int32_t multiplier, shift;
+    int32_t act_min, act_max;
+} k2m_matmul_s8_params;
+void k2m_matmul_s8(const k2m_matmul_dims *d, const k2m_matmul_s8_params *p,
+                   const int8_t *a, const int8_t *b, int8_t *c);
+void k2m_matmul_s8_s16(const k2m_matmul_dims *d, const k2m_matmul_s8_params *p,
+                       const int8_t *a, const int8_t *b, int16_t *c);
+/* float: sum in float32 in order of t, then the clamp. */
+void k2m_matmul_f32(const k2m_matmul_dims *d, float act_min, float act_max,
+                    const float *a, const float *b, float *c);
+
 /* ---- pooling (k2m_pool.c); in_c == out_c; int8 in/out share scale and
  * zero point, so act_min/act_max are the only parameters.  int8 average
  * rounds to nearest, ties away from zero (TFLite).  A window with no pixel
@@ -182,6 +275,36 @@ void k2m_avg_pool_f32(const k2m_window *g, float act_min, float act_max,
  * input_scale / (output_scale * spatial). */
 void k2m_mean_s8(int32_t spatial, int32_t channels, const k2m_quant_s8 *q,
                  const int8_t *input, int8_t *output);
+
+/* ---- reduction over one axis (k2m_reduce.c) ---------------------------
+ * The input viewed as row-major (outer, length, inner) is reduced over the
+ * middle axis: output[a * inner + c] from input[(a * length + b) * inner
+ * + c], b = 0 .. length - 1.  Not in place.
+ * int8 mean and sum (TFLite's MEAN / SUM): the int32 sum of
+ * q + input_offset over b, then
+ *   out = clamp(k2m_rq_apply_sat(sum, multiplier, shift) + output_offset)
+ * with the multiplier for input_scale / (output_scale * length) (mean) or
+ * input_scale / output_scale (sum); the exporter keeps 255 * length below
+ * 2^31.  int8 max and min keep the input's scale and zero point: the
+ * largest or smallest q, then the clamp.  float: sum in float32 in order
+ * of b, mean = sum / length. */
+typedef struct {
+    int32_t outer, length, inner;
+} k2m_reduce_dims;
+typedef struct {
+    int32_t input_offset, output_offset;
+    int32_t multiplier, shift;
+    int32_t act_min, act_max;
+} k2m_reduce_s8_params;
+void k2m_reduce_sum_s8(const k2m_reduce_dims *d, const k2m_reduce_s8_params *p,
+                       const int8_t *input, int8_t *output);
+void k2m_reduce_max_min_s8(const k2m_reduce_dims *d, int32_t is_max, int32_t act_min,
+                           int32_t act_max, const int8_t *input, int8_t *output);
+typedef enum {
+    K2M_REDUCE_MEAN, K2M_REDUCE_SUM, K2M_REDUCE_MAX, K2M_REDUCE_MIN
+} k2m_reduce_fn;
+void k2m_reduce_f32(k2m_reduce_fn fn, const k2m_reduce_dims *d, float act_min,
+                    float act_max, const float *input, float *output);
 
 /* ---- activations (k2m_activation.c) ---------------------------------- */
 /* Any elementwise int8 function through a 256-entry table computed by the

@@ -236,4 +236,85 @@ static inline int32_t k2m_rnn_output_row(const k2m_rnn_dims *d, int32_t s)
     return (d->flags & K2M_RNN_REVERSE_OUTPUT) ? d->steps - 1 - s : s;
 }
 
+/* ---- requantization that saturates instead of wrapping ----------------
+ * k2m_rq_apply shifts acc left before the multiply, as TFLite does, and an
+ * accumulator too large for that shift wraps.  With the exporter's
+ * multipliers (in [2^30, 2^31)) such an accumulator's exact result is at
+ * least 2^30 in size, which k2m_sat30 would clamp anyway: so return that
+ * bound.  Used by the kernels whose accumulators the exporter cannot bound
+ * from the calibration (broadcast binary ops, reduce, matmul). */
+static inline int32_t k2m_rq_apply_sat(const k2m_rq *r, int32_t acc)
+{
+    if (r->left > 0) {
+        const int32_t lim = INT32_MAX >> r->left;
+        if (acc > lim) {
+            return (int32_t)((1u << 30) - 1u);
+        }
+        if (acc < -lim - 1) {
+            return -(int32_t)(1u << 30);
+        }
+    }
+    return k2m_rq_apply(r, acc);
+}
+
+/* ---- requantization of small accumulators, with the output offset -----
+ * k2m_requantize(acc, m, shift) + offset, bit for bit, in 5 instructions
+ * (SMMULR and a rounding shift) where every accumulator of a call is
+ * known to be small: k2m_conv.c's fast form, there with its derivation.
+ * With left = max(shift, 0), right = max(-shift, 0), ls = left + 1,
+ * rs = right + 1 and ho = 2^right + offset * 2^rs:
+ *   x = SMMULR(acc << ls, m);  y = (ho + 2x + (x >> 31)) >> rs
+ * SMMULR(2s, m) is SaturatingRoundingDoublingHighMul(s, m) while 2s fits,
+ * and the floor of (2x + 2^right + [x < 0] * -1) / 2^rs is
+ * RoundingDivideByPOT(x, right).  k2m_rqs_init says whether the form is
+ * exact for every |acc| <= acc_max: |acc_max << ls| < 2^30 and |ho| <
+ * 2^30 (so nothing overflows and k2m_sat30 never acts).  Off the DSP,
+ * SMMULR is the same floor((a b + 2^31) / 2^32) in 64 bits. */
+static inline int32_t k2m_smmulr(int32_t a, int32_t b)
+{
+#if K2M_DSP
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+#else
+    const int64_t p = (int64_t)a * (int64_t)b + ((int64_t)1 << 31);
+    return (int32_t)(uint32_t)((uint64_t)p >> 32);  /* bits 32..63 */
+#endif
+}
+
+typedef struct {
+    int32_t mult, ls, rs, ho;
+} k2m_rqs;
+
+static inline int k2m_rqs_init(k2m_rqs *r, int32_t multiplier, int32_t shift,
+                               int32_t offset, uint32_t acc_max)
+{
+    const int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+    const int64_t ho = ((int64_t)1 << (right > 40 ? 40 : right))
+                     + (int64_t)offset * ((int64_t)1 << (right > 40 ? 41 : right + 1));
+    r->mult = multiplier;
+    r->ls = left + 1;
+    r->rs = right + 1;
+    r->ho = (int32_t)ho;
+    return multiplier != INT32_MIN && right <= 29 && left <= 29
+        && ((int64_t)acc_max << (left + 1)) < ((int64_t)1 << 30)
+        && ho < ((int64_t)1 << 30) && ho > -((int64_t)1 << 30);
+}
+
+static inline int32_t k2m_rqs_apply(const k2m_rqs *r, int32_t acc)
+{
+    const int32_t x = k2m_smmulr((int32_t)((uint32_t)acc << r->ls), r->mult);
+    return k2m_asr((int32_t)((uint32_t)r->ho + ((uint32_t)x << 1)) + k2m_asr(x, 31), r->rs);
+}
+
+/* num / den rounded to nearest, ties away from zero; den != 0 and
+ * |num| <= 2^30 (the int8 division of k2m_broadcast_div_s8). */
+static inline int32_t k2m_div_nearest(int32_t num, int32_t den)
+{
+    const uint32_t a = num < 0 ? 0u - (uint32_t)num : (uint32_t)num;
+    const uint32_t b = den < 0 ? 0u - (uint32_t)den : (uint32_t)den;
+    const int32_t q = (int32_t)((a + (b >> 1)) / b);
+    return (num < 0) != (den < 0) ? -q : q;
+}
+
 #endif /* K2M_MATH_H */

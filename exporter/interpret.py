@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ir import check_norm
+from .ir import check_node, check_norm, matmul_offsets
 
 
 def _pad(x, attrs, value):
@@ -230,12 +230,54 @@ def resize_bilinear(node, x):
     return movement.resize_bilinear(np.asarray(x, np.float64), node.attrs["y"], node.attrs["x"])
 
 
-BINARY = {"sub": np.subtract, "mul": np.multiply, "max": np.maximum, "min": np.minimum,
-          "avg": lambda a, b: (a + b) / 2.0}
+BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "max": np.maximum,
+          "min": np.minimum, "avg": lambda a, b: (a + b) / 2.0, "div": np.true_divide}
 
 
-def binary(node, a, b):
-    return _clamp(BINARY[node.attrs["func"]](a, b), node.attrs["clamp"])
+def _unbatched_rank(x, rank):
+    """A batch (N,) + shape as (N,) + shape padded with leading 1s to `rank`
+    axes, so numpy broadcasts the shapes without the batch axis (the IR's)."""
+    return x.reshape((x.shape[0],) + (1,) * (rank + 1 - x.ndim) + x.shape[1:])
+
+
+def binary(node, a, b=None):
+    """numpy's broadcast of func over the two operands (the second may be
+    the constant weights["const"], first with attrs["const_first"])."""
+    if b is None:
+        c = node.weights["const"].astype(np.float64)
+        rank = max(a.ndim - 1, c.ndim)
+        a = _unbatched_rank(a, rank)
+        a, b = (c, a) if node.attrs.get("const_first") else (a, c)
+    else:
+        rank = max(a.ndim, b.ndim) - 1
+        a, b = _unbatched_rank(a, rank), _unbatched_rank(b, rank)
+    with np.errstate(divide="ignore", invalid="ignore"):  # x / 0 is inf or nan, as in Keras
+        y = BINARY[node.attrs["func"]](a, b)
+    return _clamp(y, node.attrs["clamp"])
+
+
+REDUCE = {"mean": np.mean, "sum": np.sum, "max": np.max, "min": np.min}
+
+
+def reduce(node, x):
+    """x viewed as (A, B, C), reduced over B."""
+    a, b, c = node.attrs["dims"]
+    y = REDUCE[node.attrs["func"]](np.asarray(x, np.float64).reshape(len(x), a, b, c), axis=2)
+    return _clamp(y, node.attrs["clamp"])
+
+
+def matmul(node, a, b):
+    """C[i][j] = sum_k A[off_a + i a_row + k] B[off_b + j b_row + k] at
+    off_c + i c_row + j, for every batch offset (the "NT" form)."""
+    at = node.attrs
+    m, n, k = at["m"], at["n"], at["k"]
+    a, b = (np.asarray(v, np.float64).reshape(len(v), -1) for v in (a, b))
+    out = np.zeros((len(a), m * n * len(matmul_offsets(at))))
+    i, j, kk = np.arange(m)[:, None], np.arange(n)[:, None], np.arange(k)[None, :]
+    for off_a, off_b, off_c in matmul_offsets(at):
+        rows_a, rows_b = a[:, off_a + i * at["a_row"] + kk], b[:, off_b + j * at["b_row"] + kk]
+        out[:, off_c + i * at["c_row"] + j.T] = np.einsum("smk,snk->smn", rows_a, rows_b)
+    return _clamp(out, at.get("clamp", (None, None)))
 
 
 def reshape(node, x):
@@ -363,7 +405,7 @@ RUN = {"conv2d": conv2d, "depthwise_conv2d": depthwise_conv2d, "conv3d": conv3d,
        "activation": activation, "add": add, "binary": binary, "copy": copy, "prelu": prelu,
        "resize_bilinear": resize_bilinear, "softmax": softmax, "reshape": reshape,
        "identity": identity, "embedding": embedding, "rnn": rnn,
-       "norm": norm}
+       "norm": norm, "reduce": reduce, "matmul": matmul}
 
 
 def run_node(node, inputs: list, frame_shapes, probes=None):
@@ -383,6 +425,8 @@ def run(graph, xs, probes: dict | None = None) -> dict:
     or a list with one array per model input.  `probes` receives each
     recurrent node's internal values, keyed "<node>/<value>"."""
     xs = xs if isinstance(xs, (list, tuple)) else [xs]
+    for node in graph.nodes:
+        check_node(graph, node)
     values = {name: np.asarray(x, dtype=np.float64) for name, x in zip(graph.inputs, xs)}
     for name, (a, b) in graph.input_affine.items():  # folded into the input's int8
         values[name] = a * values[name] + b

@@ -71,6 +71,21 @@ static int guard_ok(const void *buf, int32_t from_byte, int32_t bytes)
 }
 """
 
+# out_hash in C: FNV-1a over the outputs as 16-bit patterns.
+FNV_C = r"""
+static uint32_t fnv(const void *out, int32_t n, int is16)
+{
+    uint32_t h = 2166136261u;
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        int32_t v = is16 ? ((const int16_t *)out)[i] : ((const int8_t *)out)[i];
+        h = (h ^ ((uint32_t)v & 0xFFFFu)) * 16777619u;
+    }
+    return h;
+}
+"""
+
+
 def _unavailable(reason):
     if os.environ.get("CI"):
         pytest.fail(reason + " (required in CI)")
@@ -236,18 +251,7 @@ def c_program(cases):
            f"static int16_t out_buf[{max_out} + GUARD];\n",
            # int32 storage: the scratch is 4-byte aligned, as the arena's is
            f"static int32_t scratch_buf[({max_scr} + GUARD + 1) / 2];\n",
-           r"""
-static uint32_t fnv(const void *out, int32_t n, int is16)
-{
-    uint32_t h = 2166136261u;
-    int32_t i;
-    for (i = 0; i < n; ++i) {
-        int32_t v = is16 ? ((const int16_t *)out)[i] : ((const int8_t *)out)[i];
-        h = (h ^ ((uint32_t)v & 0xFFFFu)) * 16777619u;
-    }
-    return h;
-}
-""", GUARD_C]
+           FNV_C, GUARD_C]
     body = []
     for i, c in enumerate(cases):
         q = c["q"]

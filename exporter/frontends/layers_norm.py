@@ -5,7 +5,7 @@ statistics over B and D for every (a, c).
 Keras's formulas (keras/src/ops/nn.py), which the modes reproduce:
 - LayerNormalization: (x - mean) * rsqrt(var + eps) * gamma + beta;
   with rms_scaling=True Keras computes x * rsqrt(var + eps) * gamma (the
-  variance still about the mean, x not centred): mode "layer_rms";
+  variance still about the mean, x not centred): mode "rms_scaling";
 - RMSNormalization: x * rsqrt(mean(x^2) + eps) * scale: mode "rms";
 - GroupNormalization: LayerNormalization's formula per group of channels;
 - UnitNormalization: x * min(rsqrt(sum(x^2)), 1 / 1e-12): mode "l2".
@@ -86,7 +86,7 @@ def layer_normalization(ctx):
         if w is not None and w.shape != want:
             ctx.unsupported(f"stores a gamma/beta of shape {w.shape}; its axes imply {want}")
     _, _, _, d = dims
-    return norm_node(ctx, dims, "layer_rms" if rms else "layer", c["epsilon"], gamma, beta,
+    return norm_node(ctx, dims, "rms_scaling" if rms else "layer", c["epsilon"], gamma, beta,
                      (d, 0, 1))
 
 

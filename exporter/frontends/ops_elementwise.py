@@ -79,6 +79,13 @@ def binary_op(ctx):
 def lower_binary(ctx, func: str, a, b) -> str:
     """func(a, b) with a and b each a Ref or a constant."""
     if isinstance(a, Ref) and isinstance(b, Ref):
+        if len(a.keras_shape) != len(b.keras_shape):
+            # NumPy aligns the batch axis of the shorter one with a sample axis
+            # of the other: Keras itself then runs only with batch size 1.
+            ctx.unsupported(f"an op between tensors of shapes (None,) + {a.keras_shape} and "
+                            f"(None,) + {b.keras_shape}: their ranks differ, so NumPy's "
+                            f"broadcasting pairs one's batch axis with the other's sample "
+                            f"axis; give both the same rank (ops.expand_dims)")
         return binary_tensors(ctx, func, [a.name, b.name])
     if not isinstance(a, Ref) and not isinstance(b, Ref):
         ctx.unsupported("both operands are constants")

@@ -7,7 +7,8 @@ output range, in float it is the kernel's output min/max.
 from .remove_identity import rename_input
 
 FUSES_INTO = {"conv2d", "depthwise_conv2d", "conv3d", "dense", "max_pool", "avg_pool",
-              "max_pool3d", "avg_pool3d", "mean", "add", "binary", "batchnorm"}
+              "max_pool3d", "avg_pool3d", "mean", "add", "binary", "batchnorm", "reduce",
+              "matmul"}
 
 
 def merge_clamps(a, b):
@@ -27,6 +28,7 @@ def fuse_activations(graph) -> bool:
         if (producer is None or producer.op not in FUSES_INTO
                 or len(graph.consumers(src)) != 1 or src in graph.outputs):
             continue
+        # a matmul from the frontend may carry no clamp yet
         producer.attrs["clamp"] = merge_clamps(producer.attrs.get("clamp", (None, None)),
                                                node.attrs["clamp"])
         producer.attrs["fused"] = producer.attrs.get("fused", []) + [node.layer]
