@@ -1437,3 +1437,35 @@ def test_catalogue_covers_every_class():
                                                     "calibration-same")}
     for what, p in prefixes.items():
         assert sum(c.startswith(p) for c in CASES) >= 7, what
+
+
+def test_safety_keys_as_keras_resolves_them():
+    """safety.offending on hand-written configs: what Keras would look up
+    among the user's objects is listed, data and equations are not."""
+    from exporter.frontends.safety import offending
+
+    def model(**layer):
+        entry = {"module": "keras.layers", "class_name": "Dense", "registered_name": None,
+                 "config": {"name": "d", "units": 2}, **layer}
+        return {"module": "keras", "class_name": "Functional", "config": {"layers": [entry]}}
+    assert offending(model()) == []
+    assert offending(model(inbound_nodes=[{"args": ["ij,jk->ik", "ij->ji", 3.0], "kwargs": {
+        "w": {"class_name": "__numpy__", "config": {"value": [1, 2], "dtype": "float32"}}}}])) == []
+    for layer, why in (({"registered_name": "evil>Dense"}, "evil>Dense"),
+                       ({"registered_name": "Dense2"}, "Dense2"),
+                       ({"class_name": "evil>Dense", "registered_name": None}, "evil>Dense"),
+                       ({"module": "evil_layers"}, "evil_layers"),
+                       ({"config": {"name": "d", "activation": "evil>act"}}, "evil>act"),
+                       ({"config": {"name": "d", "activation": {"module": "builtins",
+                                    "class_name": "function", "config": "act"}}}, "act"),
+                       ({"config": {"name": "d", "alpha": float("nan")}}, "NaN"),
+                       ({"config": {"name": "d", "x": {"class_name": "__typespec__",
+                                                      "config": []}}}, "type spec")):
+        found = offending(model(**layer))
+        assert len(found) == 1 and why in found[0] and "'d'" in found[0], (layer, found)
+    # compile_config is dropped unread at the top (compile=False), not in a nested model
+    top = model()
+    top["compile_config"] = {"loss": "evil>loss"}
+    assert offending(top) == []
+    top["config"]["layers"].append({**model(), "compile_config": {"loss": "evil>loss"}})
+    assert len(offending(top)) == 1

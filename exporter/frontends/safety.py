@@ -11,7 +11,7 @@ in the registry of user objects first (`register_keras_serializable`,
 - a function's name (the `config` string), and for `module: "builtins"`
   also any registered key ending in `>name`;
 - any plain string in a config or in a node's arguments (legacy configs:
-  every string but `name`);
+  every string but `name`), e.g. "package>name";
 
 and only then among Keras's own modules (`module` "keras" or "keras.*";
 other packages are never imported).  `offending` lists every object whose
@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -60,6 +61,10 @@ REFERENCE_KEYS = frozenset({"keras_history", "input_layers", "output_layers"})
 # Where a layer entry sits: in a model's `layers`, or wrapped by another layer.
 LAYER_KEYS = frozenset({"layer", "backward_layer", "forward_layer", "cell"})
 MISSING = object()
+# What register_keras_serializable(package, name) registers: "package>Name".
+# (An einsum equation such as "ij,jk->ik" is not one; and whatever such a
+# string names, load_guard's empty registries leave Keras nothing to find.)
+REGISTERED_NAME = re.compile(r"[A-Za-z_][\w.]*>[A-Za-z_]\w*")
 
 
 def is_keras_module(module) -> bool:
@@ -88,7 +93,7 @@ def _walk(value, path: str, layer: str, found: list) -> None:
         found.append(f"{_where(layer, path)} = {shown}: not a finite number, which no C "
                      f"constant can hold")
     elif isinstance(value, str):
-        if ">" in value:
+        if REGISTERED_NAME.fullmatch(value):
             found.append(f"{_where(layer, path)} = '{value}': a registered name, which "
                          f"Keras would look up among the user's objects")
     elif isinstance(value, list):
