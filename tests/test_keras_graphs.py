@@ -403,7 +403,9 @@ def test_every_unsupported_construct_in_one_message_fast(keras, tmp_path):
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     assert r.returncode == 3, r.stderr
     msg = r.stderr
-    for part in ("'inner/masking", "'sort'", "'doubler'", "'mha'", "causal"):
+    # 'sort' or 'sort_1': Keras numbers the op's name if an earlier test made one
+    for part in ("'inner/masking", "'sort", "op node ops.numpy.Sort", "'doubler'", "'mha'",
+                 "causal"):
         assert part in msg, (part, msg)
     assert "tf False keras False" in r.stdout, r.stdout
     assert cpu < 2.0, f"{cpu:.2f} s of CPU"
