@@ -171,7 +171,9 @@ def written_note(written: list) -> str:
 
 
 def main(argv=None) -> int:
-    previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    import threading
+    on_main = threading.current_thread() is threading.main_thread()  # signal() needs it
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGHUP)} if on_main else {}
     try:
         return _main(argv)
     finally:
