@@ -13,19 +13,30 @@ def is_path(source) -> bool:
 
 
 def read_file(source, where: str):
-    """np.load with errors a user can act on (never pickles)."""
+    """The array of a .npy, or {name: array} of a .npz, read whole with
+    errors a user can act on (exit 2): never unpickled, every member of an
+    archive read and CRC-checked here."""
     path = os.fsdecode(os.fspath(source))
     if os.path.isdir(path):
         raise ExportError(f"cannot read {where}: it is a directory; expected a .npy or .npz file")
     if not os.path.exists(path):
         raise ExportError(f"cannot read {where}: no such file")
     try:
-        return np.load(path, allow_pickle=False)
-    except Exception as e:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                return {k: data[k] for k in data.files}
+        return data
+    except Exception as e:  # noqa: BLE001 - zip, CRC, header and pickle errors alike
         why = ("it holds Python objects, which are never unpickled; save a numeric array"
-               if "allow_pickle" in str(e) else f"expected a .npy or .npz array "
-               f"({type(e).__name__})")
+               if "allow_pickle" in str(e) or "Object arrays" in str(e) else
+               f"expected a .npy or .npz array ({type(e).__name__}: {_first_line(e)})")
         raise ExportError(f"cannot read {where}: {why}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:160] if text else type(e).__name__
 
 
 def precheck(source, what: str = "calibration") -> None:
@@ -35,12 +46,11 @@ def precheck(source, what: str = "calibration") -> None:
         return
     where = f"{what} file '{source}'"
     data = read_file(source, where)
-    if isinstance(data, np.lib.npyio.NpzFile):
-        with data:
-            if not data.files:
-                raise ExportError(f"{where} holds no arrays")
-            for k in data.files:
-                check_values(data[k], f"{where} (array '{k}')")
+    if isinstance(data, dict):
+        if not data:
+            raise ExportError(f"{where} holds no arrays")
+        for k, v in data.items():
+            check_values(v, f"{where} (array '{k}')")
     else:
         check_values(data, where)
 
@@ -64,8 +74,8 @@ def load(source, input_shape: tuple, what: str = "calibration") -> np.ndarray:
     if is_path(source):
         where = f"{what} file '{source}'"
         data = read_file(source, where)
-        if isinstance(data, np.lib.npyio.NpzFile):
-            keys = sorted(data.files)
+        if isinstance(data, dict):
+            keys = sorted(data)
             if not keys:
                 raise ExportError(f"{where} holds no arrays")
             data = data["x" if "x" in keys else keys[0]]
@@ -81,11 +91,11 @@ def load(source, input_shape: tuple, what: str = "calibration") -> np.ndarray:
     if data.size == 0 or len(data) == 0:
         raise ExportError(f"{where} is empty; pass at least one sample of shape {input_shape}")
     if tuple(data.shape[1:]) != tuple(input_shape):
-        if data.ndim >= 1 and data[0].size == size and data.size == len(data) * size:
+        if data.ndim == 2 and data.shape[1] == size:  # (N, elements): one flat row each
             data = data.reshape((len(data),) + tuple(input_shape))
-        else:
+        else:  # the same count in another layout is not the same samples
             raise ExportError(f"{where} has shape {data.shape}; expected (N,) + the "
-                              f"model input {tuple(input_shape)}")
+                              f"model input {tuple(input_shape)} or (N, {size})")
     data = data.astype(np.float32)
     if not np.all(np.isfinite(data)):
         raise ExportError(f"{where} contains NaN or Inf values")
@@ -100,12 +110,11 @@ def load_all(source, input_shapes: list) -> list:
         return [load(source, input_shapes[0])]
     if is_path(source):
         data = read_file(source, f"calibration file '{source}'")
-        if not isinstance(data, np.lib.npyio.NpzFile):
+        if not isinstance(data, dict):
             raise ExportError(f"calibration file '{source}': a model with "
                               f"{len(input_shapes)} inputs needs a .npz with one array "
                               f"per input, in order")
-        with data:
-            arrays = [data[k] for k in data.files]
+        arrays = list(data.values())
     else:
         arrays = list(source)
     if len(arrays) != len(input_shapes):
@@ -134,3 +143,17 @@ def check_indices(graph, samples: list, source, what: str = "calibration") -> No
             raise ExportError(f"{where}: the samples of input '{name}' hold indices from "
                               f"{int(data.min())} to {int(data.max())}, outside the "
                               f"Embedding's vocabulary [0, {vocab})")
+
+
+def synthetic(graph, count: int = 8) -> list:
+    """Made-up samples for sizing an int8 model without calibration data
+    (`--explain` alone): a fixed normal draw per float input, index 0 for
+    an Embedding's.  The sizes depend on the model's structure only."""
+    rng = np.random.default_rng(0)
+    out = []
+    for name in graph.inputs:
+        t = graph.tensors[name]
+        shape = (count,) + tuple(t.shape)
+        out.append(np.zeros(shape, np.float32) if t.dtype == "int32"
+                   else rng.normal(size=shape).astype(np.float32))
+    return out

@@ -14,7 +14,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from .errors import ExportError
+from .errors import ExportError, UnsupportedModelError
 from .ir import binary_shapes, check_matmul, check_norm, check_reduce
 from .planner import Plan, rnn_state_elements, scratch_name
 
@@ -48,11 +48,26 @@ def package_dir(name: str) -> Path:
     raise FileNotFoundError(f"{name}/ is missing from the exporter installation")
 
 
+class NonFinite(ValueError):
+    """A constant that C cannot spell (NaN, Inf, or past float32)."""
+
+
 def c_float(x: float) -> str:
-    s = f"{float(np.float32(x)):.9g}"
+    with np.errstate(over="ignore", invalid="ignore"):
+        f = np.float32(x)
+    if not np.isfinite(f):
+        raise NonFinite(f"{float(x)!r}" + ("" if not np.isfinite(x) else " (Inf in float32)"))
+    s = f"{float(f):.9g}"
     if not any(ch in s for ch in ".en"):
         s += ".0"
     return s + "f"
+
+
+def c_comment(text: str) -> str:
+    """Text that is safe inside a C block comment under -Wall -Werror: no
+    comment delimiters, no trigraphs, printable ASCII only."""
+    text = "".join(ch if " " <= ch <= "~" else "?" for ch in str(text))
+    return text.replace("*/", "* /").replace("/*", "/ *").replace("??", "?-?")
 
 
 def c_array_body(values: np.ndarray, per_line: int) -> str:
@@ -84,6 +99,16 @@ class Emitter:
         self.int8 = graph.dtype == "int8"
         self.frame: dict = {}      # tensor -> elements per frame, in a TimeDistributed loop
         self.state_elements = 0    # the stateful layers' static state block
+        # Every identifier the model's files define, so a constant's name
+        # (from a layer name C may not spell) never repeats one.
+        self.names = {f"{prefix}_{n}" for n in RESERVED}
+
+    def unique(self, base: str) -> str:
+        name, k = base, 2
+        while name in self.names:
+            name, k = f"{base}_{k}", k + 1
+        self.names.add(name)
+        return name
 
     def const(self, node, role: str, values: np.ndarray, comment: str) -> str:
         values = np.ascontiguousarray(values)
@@ -91,11 +116,14 @@ class Emitter:
         key = (ctype, values.tobytes())
         if key in self.seen:  # a shared layer's weights are stored once
             return self.seen[key]
-        name = f"{self.p}_{c_ident(node.name)}_{role}"
+        try:
+            body = c_array_body(values, 16 if values.dtype.itemsize == 1 else 8)
+        except NonFinite as e:
+            raise NonFinite(f"its {role} constants hold {e}") from None
+        name = self.unique(f"{self.p}_{c_ident(node.name)}_{role}")
         self.seen[key] = name
-        per_line = 16 if values.dtype.itemsize == 1 else 8
         self.arrays.append({"name": name, "ctype": ctype, "size": max(values.size, 1),
-                            "body": c_array_body(values, per_line), "comment": comment,
+                            "body": body, "comment": c_comment(comment),
                             "nbytes": values.nbytes, "layer": node.layer})
         return name
 
@@ -118,6 +146,15 @@ class Emitter:
                 c_float(hi) if hi is not None else FLOAT_MAX)
 
     def step(self, node) -> dict:
+        try:
+            return self._step(node)
+        except NonFinite as e:
+            raise UnsupportedModelError(
+                f"layer '{node.layer}' ({node.keras_class}): a constant of its C code is not "
+                f"a finite float32 ({e}); C cannot hold it (check the layer's weights and "
+                f"config)") from None
+
+    def _step(self, node) -> dict:
         tin, tout = self.g.tensors[node.inputs[0]], self.g.tensors[node.outputs[0]]
         frames = node.attrs.get("frames", 0)
         s = {"trace": self.tensor(tout.name), "nbytes": tout.nbytes, "tensor": tout.name,
@@ -126,6 +163,7 @@ class Emitter:
                         f"{tin.shape} -> {tout.shape}"}
         if node.attrs.get("fused"):
             s["comment"] += f", fused {', '.join(node.attrs['fused'])}"
+        s["comment"] = c_comment(s["comment"])
         if frames:  # the kernel sees one frame; C loops over them (t)
             self.frame = {t: self.g.tensors[t].size // frames for t in node.inputs + node.outputs}
             tin, tout = (dataclasses.replace(x, shape=x.shape[1:]) for x in (tin, tout))
@@ -495,8 +533,13 @@ def same_shape_kernel_wraps(func, params) -> bool:
     return params[9] > 2
 
 
+# The identifiers a model's files define besides its constants: PREFIX_<name>.
+RESERVED = ("arena", "state", "run", "reset_state", "predict", "invoke", "predict_multi",
+            "invoke_multi", "input_t", "output_t", "ALIGNED", "TENSOR", "TRACE")
+
+
 def c_ident(name: str) -> str:
-    out = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
+    out = "".join(ch if ch.isascii() and (ch.isalnum() or ch == "_") else "_" for ch in name)
     return out if out and not out[0].isdigit() else "_" + out
 
 
@@ -527,7 +570,8 @@ def prepare(graph, plan: Plan, prefix: str, model_name: str) -> dict:
         "input_type": input_types.pop() if len(input_types) == 1 else "void",
         "state_elements": em.state_elements,
         "state_ctype": "int16_t" if int8 else "float",
-        "p": prefix, "P": prefix.upper(), "model_name": model_name, "dtype": graph.dtype,
+        "p": prefix, "P": prefix.upper(), "model_name": c_comment(model_name),
+        "dtype": graph.dtype,
         "inputs": inputs, "outputs": boundary(graph.outputs),
         "arena_bytes": plan.arena_bytes, "weight_bytes": sum(a["nbytes"] for a in em.arrays),
         "raw_type": "int8_t" if int8 else "float",

@@ -6,16 +6,17 @@ from __future__ import annotations
 import keyword
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 from . import calibration, codegen, planner
 from .errors import ExportError
 from .frontends import keras as keras_frontend
+from .frontends.size_check import Limits
+from .outdir import OutputFolder
 from .passes import optimise
 from .quantize import quantize
 from .report import TARGET_BUDGETS_KB, LayerRow, Report, check_budget, check_weights_fit
+from .validate import check_graph_finite
 
 C_KEYWORDS = {
     "auto", "break", "case", "char", "const", "continue", "default", "do", "double",
@@ -23,48 +24,76 @@ C_KEYWORDS = {
     "register", "restrict", "return", "short", "signed", "sizeof", "static", "struct",
     "switch", "typedef", "union", "unsigned", "void", "volatile", "while", "_Bool",
     "_Complex", "_Imaginary", "main"}
-IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# PREFIX.h beside them, on the -I path, would shadow these headers.
+HEADERS = {
+    "assert", "complex", "ctype", "errno", "fenv", "float", "inttypes", "iso646", "limits",
+    "locale", "math", "setjmp", "signal", "stdalign", "stdarg", "stdatomic", "stdbool",
+    "stddef", "stdint", "stdio", "stdlib", "stdnoreturn", "string", "tgmath", "threads",
+    "time", "uchar", "wchar", "wctype", "arm_acle", "arm_math", "cmsis_compiler", "k2m"}
+IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+# calibration_data=SYNTHETIC (without out_dir): int8 sizes from made-up samples.
+SYNTHETIC = object()
+
+
+def prefix_problem(name: str):
+    """Why `name` cannot prefix the emitted files and symbols, or None."""
+    if not IDENT.fullmatch(name):
+        return ("use letters, digits and '_', starting with a letter" if name
+                else "it is empty")
+    if name in C_KEYWORDS:
+        return "it is a C keyword"
+    if name.lower() in HEADERS:
+        return f"{name}.h would shadow the C header <{name.lower()}.h> on the include path"
+    if name.lower().startswith("k2m_"):
+        return "k2m_ names belong to the runtime"
+    if name.endswith("_weights"):
+        return f"{name}.h would be another model's weights header (PREFIX_weights.h)"
+    return None
 
 
 def check_prefix(name: str) -> str:
-    if not IDENT.match(name) or name in C_KEYWORDS or name.startswith("k2m_"):
-        raise ExportError(f"--name '{name}' is not usable as a C prefix: use letters, "
-                          f"digits and '_', not starting with a digit, not a C keyword")
+    problem = prefix_problem(name)
+    if problem:
+        raise ExportError(f"--name {name!r} is not usable as a C prefix: {problem}")
     return name
 
 
 def default_prefix(stem: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9_]", "_", stem) or "model"
-    if name[0].isdigit():
+    """The model file's stem made a usable prefix, deterministically."""
+    name = re.sub(r"[^A-Za-z0-9_]", "_", stem)
+    if not name or not name[0].isalpha():
         name = "m_" + name
-    if name in C_KEYWORDS or keyword.iskeyword(name) or name.startswith("k2m_"):
+    if prefix_problem(name) or keyword.iskeyword(name):
         name = name + "_model"
     return name
 
 
-def lower(model_or_path, name: str | None = None):
+def lower(model_or_path, name: str | None = None, limits: Limits | None = None):
     """Load and lower to an optimised float IR graph: (graph, infos, prefix, model name)."""
     from_file = isinstance(model_or_path, (str, os.PathLike))
     if from_file:
         path = Path(model_or_path)
-        model = keras_frontend.load(str(path))
+        model = keras_frontend.load(str(path), limits)
         stem = path.stem
     else:
         model, stem = model_or_path, getattr(model_or_path, "name", "model")
     prefix = check_prefix(name) if name is not None else default_prefix(stem)
     graph, infos = keras_frontend.to_graph(model, prefix, prechecked=from_file)
     optimise(graph)
+    check_graph_finite(graph)
     return graph, infos, prefix, stem
 
 
 def export_model(model_or_path, out_dir=None, *, target: str = "cortex-m4",
                  dtype: str = "int8", calibration_data=None, name: str | None = None,
                  force: bool = False, flash_kb=None, ram_kb=None,
-                 check_samples=None) -> Report:
+                 check_samples=None, written: list | None = None) -> Report:
     """Export a Keras model (object or .keras/.h5 path) to a C folder.
 
     With out_dir=None nothing is written (validation, explanation and report
     only).  Raises ExportError (or a subclass) with a one-sentence message.
+    `written`, if given, receives out_dir once it is in place (for a caller
+    that must say what was written when a later step fails).
     """
     if target not in TARGET_BUDGETS_KB:
         raise ExportError(f"unknown --target '{target}'; use one of {', '.join(TARGET_BUDGETS_KB)}")
@@ -75,37 +104,39 @@ def export_model(model_or_path, out_dir=None, *, target: str = "cortex-m4",
             raise ExportError(f"{flag} {value} is negative; give a budget in KB >= 0")
     if name is not None:
         check_prefix(name)  # bad usage: say so before the slow model load
-    if dtype == "int8" and calibration_data is not None:
+    if dtype == "int8" and calibration_data is SYNTHETIC and out_dir is not None:
+        raise ExportError("made-up calibration samples only size a model; writing it needs "
+                          "--calibration")
+    if dtype == "int8" and calibration_data is not None and calibration_data is not SYNTHETIC:
         calibration.precheck(calibration_data)
+    default_flash, default_ram = TARGET_BUDGETS_KB[target]
+    limits = Limits(dtype, flash_kb if flash_kb is not None else default_flash,
+                    ram_kb if ram_kb is not None else default_ram)
     if out_dir is None:
-        return _export(model_or_path, None, None, target, dtype, calibration_data, name,
-                       flash_kb, ram_kb, check_samples)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not force and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ExportError(f"output folder '{out_dir}' already exists and is not empty; "
-                          f"pass --force to replace it")
-    # The temporary folder is made first, so an unwritable destination is
-    # reported before the model is loaded; it is removed whatever happens.
-    tmp = make_temp_folder(out_dir)
+        return _export(model_or_path, None, target, calibration_data, name, limits,
+                       check_samples)
+    inputs = [p for p in (model_or_path, calibration_data, check_samples) if calibration.is_path(p)]
+    folder = OutputFolder(out_dir, force, inputs)
+    folder.check()
+    tmp = folder.temp_folder()
     try:
-        return _export(model_or_path, out_dir, tmp, target, dtype, calibration_data, name,
-                       flash_kb, ram_kb, check_samples)
+        report = _export(model_or_path, (folder, tmp), target, calibration_data, name, limits,
+                         check_samples, written)
+        tmp = None
+        return report
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        folder.discard(tmp)
 
 
-def _export(model_or_path, out_dir, tmp, target, dtype, calibration_data, name,
-            flash_kb, ram_kb, check_samples) -> Report:
-    graph, infos, prefix, model_name = lower(model_or_path, name)
+def _export(model_or_path, destination, target, calibration_data, name, limits,
+            check_samples, written=None) -> Report:
+    graph, infos, prefix, model_name = lower(model_or_path, name, limits)
     if check_samples is not None:  # e.g. --verify-samples: fit the model before writing
         calibration.check_indices(graph, calibration.load_all(
             check_samples, [graph.tensors[t].shape for t in graph.inputs]), check_samples,
             "verification")
-    default_flash, default_ram = TARGET_BUDGETS_KB[target]
-    flash_kb = flash_kb if flash_kb is not None else default_flash
-    ram_kb = ram_kb if ram_kb is not None else default_ram
-    check_weights_fit(graph, dtype, flash_kb)
+    dtype = limits.dtype
+    check_weights_fit(graph, dtype, limits.flash_kb)
     if dtype == "int8":
         shapes = [graph.tensors[t].shape for t in graph.inputs]
         if calibration_data is None:
@@ -113,8 +144,11 @@ def _export(model_or_path, out_dir, tmp, target, dtype, calibration_data, name,
                               "samples.npy (an array of representative inputs, shape (N,) + "
                               f"{shapes[0]}; a .npz with one array per input for several "
                               f"inputs), or use --dtype float32")
-        samples = calibration.load_all(calibration_data, shapes)
-        calibration.check_indices(graph, samples, calibration_data)
+        if calibration_data is SYNTHETIC:
+            samples = calibration.synthetic(graph)
+        else:
+            samples = calibration.load_all(calibration_data, shapes)
+            calibration.check_indices(graph, samples, calibration_data)
         quantize(graph, samples)
     plan = planner.plan(graph)
     emission = codegen.prepare(graph, plan, prefix, model_name)
@@ -122,39 +156,16 @@ def _export(model_or_path, out_dir, tmp, target, dtype, calibration_data, name,
                           dtype, target)
     report.graph = graph
     report.state_bytes = emission["state_elements"] * (2 if graph.dtype == "int8" else 4)
-    check_budget(report, flash_kb, ram_kb)
-    if out_dir is not None:
-        write_atomically(out_dir, lambda folder: codegen.write(emission, folder), tmp)
-        report.out_dir = str(out_dir)
+    check_budget(report, limits.flash_kb, limits.ram_kb)
+    if destination is not None:
+        folder, tmp = destination
+        try:
+            codegen.write(emission, tmp)
+        except OSError as e:
+            raise ExportError(f"cannot write output folder '{folder.path}': {e.strerror}") from None
+        report.warnings.extend(folder.replace_with(tmp, written))
+        report.out_dir = str(folder.path)
     return report
-
-
-def make_temp_folder(out_dir: Path) -> Path:
-    """An empty folder beside `out_dir`, where the output is built."""
-    parent = out_dir.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
-    except OSError as e:
-        raise ExportError(f"cannot write output folder '{out_dir}' in '{parent}': "
-                          f"{e.strerror}") from None
-
-
-def write_atomically(out_dir: Path, write, tmp: Path | None = None) -> None:
-    """Build the folder beside its destination, then move it into place."""
-    if tmp is None:
-        tmp = make_temp_folder(out_dir)
-    try:
-        write(tmp)
-        tmp.chmod(0o755)
-        if out_dir.exists():
-            shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
-        os.replace(tmp, out_dir)
-    except OSError as e:
-        raise ExportError(f"cannot write output folder '{out_dir}': {e.strerror}") from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build_report(graph, infos, plan, arrays, prefix, model_name, dtype, target) -> Report:

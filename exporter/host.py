@@ -129,6 +129,19 @@ def read_header(path: Path, prefix: str) -> dict:
     return values
 
 
+def check_compiler() -> None:
+    """The C compilers load() runs: $CC (or cc) for the runtime and the one
+    Python's build tools use for the model's module."""
+    import shlex
+    import shutil
+    import sysconfig
+    for cc in {os.environ.get("CC", "cc"), (sysconfig.get_config_var("CC") or "cc")}:
+        tool = shlex.split(cc)[0] if cc.strip() else "cc"
+        if shutil.which(tool) is None:
+            raise ExportError(f"--verify host needs a C compiler, and '{tool}' was not found "
+                              f"on PATH; install one with `apt-get install -y gcc libc6-dev`")
+
+
 def find_prefix(out_dir: Path) -> str:
     for h in sorted(out_dir.glob("*.h")):
         if h.name.endswith("_weights.h"):

@@ -75,7 +75,39 @@ def _label(ax, report: Report, ylabel: str, title: str) -> None:
     ax.grid(axis="y", alpha=0.3)
 
 
-def render(report: Report) -> str:
+def verify_section(verified) -> str:
+    """The --verify results: the whole-model metrics and, for int8, the
+    per-layer table (type marks int16 tensors, whose steps are finer)."""
+    if not verified:
+        return ""
+    keys = ("max_abs", "rmse", "cosine", "top1_agreement", "max_steps", "within_2_steps",
+            "qemu_bit_exact", "qemu_mismatches")
+    cells = "".join(f"<tr><th>{k}</th><td class=\"n\">{escape(_num(verified[k]))}</td></tr>"
+                    for k in keys if k in verified)
+    head = (f"<h2>Verification: C on {escape(str(verified.get('where')))} vs Keras, "
+            f"{verified.get('samples')} samples</h2>\n<table id=\"verify\">{cells}</table>")
+    rows = verified.get("layers") or []
+    if not rows:
+        return head
+    cols = ("layer", "op", "type", "max|err|", "RMSE", "cosine", "max steps")
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in (r["layer"], r["op"], r["dtype"]))
+        + "".join(f'<td class="n">{escape(_num(r.get(k, "-")))}</td>'
+                  for k in ("max_abs", "rmse", "cosine", "max_steps")) + "</tr>"
+        for r in rows)
+    return (head + "\n<h3>Per layer, C int8 vs the float model, in each tensor's own steps "
+            "(int16 steps are 256 times finer)</h3>\n<table id=\"verify-layers\"><tr>"
+            + "".join(f"<th>{c}</th>" for c in cols) + f"</tr>{body}</table>")
+
+
+def _num(v) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def render(report: Report, verified=None) -> str:
+    import matplotlib
+    with matplotlib.rc_context({"text.parse_math": False}):  # a layer "a$b" is text, not TeX
+        plots = arena_plot(report), flash_plot(report)
     peak = max((r.live_bytes for r in report.layers), default=None)
     rows = []
     for r in report.layers:
@@ -105,13 +137,14 @@ prefix <code>{escape(report.prefix)}</code></p>
 {chr(10).join(rows)}
 </table>
 <h2>RAM: arena bytes live during each layer</h2>
-<img id="arena-plot" alt="arena bytes live per layer" src="{arena_plot(report)}">
+<img id="arena-plot" alt="arena bytes live per layer" src="{plots[0]}">
 <h2>Flash: weight bytes per layer</h2>
-<img id="flash-plot" alt="weight bytes per layer" src="{flash_plot(report)}">
+<img id="flash-plot" alt="weight bytes per layer" src="{plots[1]}">
+{verify_section(verified)}
 </body></html>
 """
 
 
-def write(report: Report, path) -> None:
+def write(report: Report, path, verified=None) -> None:
     with open(path, "w", encoding="utf-8") as f:
-        f.write(render(report))
+        f.write(render(report, verified))

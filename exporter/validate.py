@@ -76,10 +76,56 @@ def check_output_shape(layer: str, keras_class: str, in_shape, out_shape) -> Non
 
 def check_finite(layer: str, keras_class: str, arrays) -> None:
     for a in arrays:
-        if not np.all(np.isfinite(a)):
+        bad = first_nonfinite(a)
+        if bad:
             raise UnsupportedModelError(
-                f"layer '{layer}' ({keras_class}) has NaN or Inf weights; "
+                f"layer '{layer}' ({keras_class}) has NaN or Inf weights (first: {bad}); "
                 f"the model cannot be quantized or run")
+
+
+def fmt_value(v) -> str:
+    return "NaN" if np.isnan(v) else "Inf" if v > 0 else "-Inf"
+
+
+def first_nonfinite(values):
+    """'<value> at <index>' of the first value that is not a finite float32, or None."""
+    a = np.asarray(values)
+    if a.dtype.kind not in "fc":
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):
+        a32 = a.astype(np.float32)
+    bad = ~np.isfinite(a32)
+    if not bad.any():
+        return None
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    shown = fmt_value(a32[index])
+    if np.isfinite(a[index]):
+        shown += f" (the float32 of {float(a[index]):.6g})"
+    return f"{shown} at {index}" if a.ndim else shown
+
+
+def check_graph_finite(graph) -> None:
+    """Every constant the C will hold, after the passes folded them (a
+    BatchNormalization's scale into a kernel, say), must be a finite
+    float32: C has no literal for NaN or Inf, and int8 cannot quantize them."""
+    for node in graph.nodes:
+        where = f"layer '{node.layer}' ({node.keras_class})"
+        if node.attrs.get("fused"):
+            where += f" with {', '.join(node.attrs['fused'])} folded in"
+        for key, w in node.weights.items():
+            bad = first_nonfinite(w)
+            if bad:
+                raise UnsupportedModelError(f"{where}: its {key} holds {bad}; no C constant "
+                                            f"can hold it (fix the weights)")
+        for key, v in node.attrs.items():
+            if key == "clamp":
+                v = [x for x in v if x is not None]
+            if isinstance(v, (float, int, np.floating)) and not isinstance(v, bool) or (
+                    key == "clamp"):
+                bad = first_nonfinite(np.asarray(v, np.float64))
+                if bad:
+                    raise UnsupportedModelError(f"{where}: its {key} is {bad}; no C "
+                                                f"constant can hold it (fix the layer's config)")
 
 
 def conv1d_warnings(info: LayerInfo) -> None:

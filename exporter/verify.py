@@ -221,9 +221,12 @@ def own_errors(report, out_dir, samples, build_dir=None, model=None) -> list:
 
 
 def format_layers(rows) -> str:
-    lines = [f"{'layer':<28} {'op':<18} {'max|err|':>10} {'RMSE':>10} {'cosine':>9} {'max steps':>9}"]
+    """The per-layer table; `type` is the C tensor's (an int16 tensor's steps
+    are 256 times finer than an int8 one's)."""
+    lines = [f"{'layer':<28} {'op':<18} {'type':<7} {'max|err|':>10} {'RMSE':>10} "
+             f"{'cosine':>9} {'max steps':>9}"]
     for r in rows:
         steps = f"{r['max_steps']:.2f}" if "max_steps" in r else "-"
-        lines.append(f"{r['layer'][:28]:<28} {r['op'][:18]:<18} {r['max_abs']:>10.3g} "
-                     f"{r['rmse']:>10.3g} {r['cosine']:>9.6f} {steps:>9}")
+        lines.append(f"{r['layer'][:28]:<28} {r['op'][:18]:<18} {r['dtype']:<7} "
+                     f"{r['max_abs']:>10.3g} {r['rmse']:>10.3g} {r['cosine']:>9.6f} {steps:>9}")
     return "\n".join(lines)

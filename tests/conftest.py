@@ -1,5 +1,5 @@
-"""Shared fixtures: tiny real models trained once per session, tool checks,
-and an export → compile → run helper."""
+"""Shared fixtures: tiny real models with committed trained weights
+(tests/trained_models.py), tool checks, and an export → compile → run helper."""
 from __future__ import annotations
 
 import os
@@ -44,17 +44,16 @@ def _seeded(request):
 @pytest.fixture(scope="session")
 def keras():
     import keras as k
+    import tensorflow as tf
+    tf.config.experimental.enable_op_determinism()
     return k
 
 
 @pytest.fixture(scope="session")
 def digits():
     """scikit-learn's 8×8 digits, scaled to [0, 1], split 75/25."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    d = load_digits()
-    x = (d.images / 16.0).astype(np.float32)[..., None]
-    return train_test_split(x, d.target, test_size=0.25, random_state=0, stratify=d.target)
+    from trained_models import digits_split
+    return digits_split()
 
 
 @pytest.fixture(scope="session")
@@ -63,23 +62,12 @@ def model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def digits_cnn(keras, digits, model_dir):
-    """A small CNN trained on digits, saved as .keras and .h5."""
-    x_train, _, y_train, _ = digits
-    keras.utils.set_random_seed(0)  # the same model whichever test builds it
-    m = keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(16, 3, activation="relu"),
-        keras.layers.Flatten(),
-        keras.layers.Dropout(0.1),
-        keras.layers.Dense(32, activation="relu"),
-        keras.layers.Dense(10, name="logits"),
-        keras.layers.Softmax(),
-    ], name="digits_cnn")
-    m.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    m.fit(x_train, y_train, epochs=15, batch_size=32, verbose=0)
+def digits_cnn(keras, model_dir):
+    """A small CNN for digits with its committed trained weights
+    (tests/trained_models.py), saved as .keras and .h5."""
+    from trained_models import load, meets, score
+    m, data = load("digits_cnn")
+    assert meets("digits_cnn", score("digits_cnn", m, data))
     paths = {"keras": model_dir / "digits_cnn.keras", "h5": model_dir / "digits_cnn.h5",
              "logits": model_dir / "digits_cnn_logits.keras"}
     m.save(paths["keras"])
@@ -90,18 +78,12 @@ def digits_cnn(keras, digits, model_dir):
 
 
 @pytest.fixture(scope="session")
-def digits_mlp(keras, digits, model_dir):
-    """A dense-only classifier on the 64 pixels (logits out, no softmax)."""
-    x_train, _, y_train, _ = digits
-    keras.utils.set_random_seed(0)  # the same model whichever test builds it
-    m = keras.Sequential([
-        keras.Input((8, 8, 1)), keras.layers.Flatten(),
-        keras.layers.Dense(32, activation="tanh"),
-        keras.layers.Dense(16, activation="relu6"),
-        keras.layers.Dense(10),
-    ], name="digits_mlp")
-    m.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    m.fit(x_train, y_train, epochs=30, batch_size=32, verbose=0)
+def digits_mlp(keras, model_dir):
+    """A dense-only classifier on the 64 pixels (logits out, no softmax),
+    with its committed trained weights."""
+    from trained_models import load, meets, score
+    m, data = load("digits_mlp")
+    assert meets("digits_mlp", score("digits_mlp", m, data))
     path = model_dir / "digits_mlp.h5"
     m.save(path)
     return m, path

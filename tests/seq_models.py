@@ -12,9 +12,9 @@ Data is "real-like", never white noise alone:
 - `video`: (T, H, W, 2) frames of a Gaussian blob moving across a static
   gradient; `windows`: (T, L, C) frames cut from `signals`.
 
-`classifier(name)` trains one tiny model per name on the first call and
-caches it for the rest of the session (fixed seeds, so every run trains the
-same model whichever test asks first).
+`classifier(name)` builds one tiny trained model per name (the weights are
+committed, tests/trained_models.py: no test trains) and caches it for the
+session.
 """
 from __future__ import annotations
 
@@ -110,52 +110,16 @@ def randomize_biases(model, rng, scale: float = 0.5):
 # ---------------------------------------------------------------- classifiers
 
 
-def _band_classifier(keras, T, body, epochs=12, seed=0):
-    keras.utils.set_random_seed(seed)
-    rng = np.random.default_rng(seed)
-    x, y = bands(rng, 1300, T)
-    L = keras.layers
-    m = keras.Sequential([keras.Input((T, 2)), *body(L), L.Dense(3, activation="softmax")])
-    m.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    m.fit(x[:1000], y[:1000], epochs=epochs, batch_size=64, verbose=0)
-    return m, x[:200], x[1000:], y[1000:]
-
-
-CLASSIFIERS = {
-    # name: (sequence length, layers before the softmax Dense)
-    "lstm_bands": (50, lambda L: [L.LSTM(16)]),
-    "bidirectional_gru_bands": (20, lambda L: [L.Bidirectional(L.GRU(8))]),
-    "gru_reset_before_bands": (20, lambda L: [L.GRU(12, reset_after=False)]),
-    "simplernn_stacked_bands": (20, lambda L: [L.SimpleRNN(16, return_sequences=True),
-                                               L.SimpleRNN(16)]),
-}
-
-
 @functools.lru_cache(maxsize=None)
 def classifier(name: str):
-    """A trained tiny classifier: dict(model, x_cal, x_test, y_test, accuracy).
-    "tokens_lstm" is the user's Embedding(263, 64) -> LSTM -> Dense softmax
-    on length-10 sequences (acceptance point 3), inputs as whole-number
-    float32 token ids."""
-    import keras
-    if name == "tokens_lstm":
-        keras.utils.set_random_seed(1)
-        rng = np.random.default_rng(1)
-        x, y = tokens(rng, 2300, 10, keywords=4)
-        L = keras.layers
-        m = keras.Sequential([keras.Input((10,)), L.Embedding(VOCAB, 64), L.LSTM(16),
-                              L.Dense(3, activation="softmax")], name="tokens_lstm")
-        m.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-        m.fit(x[:2000], y[:2000], epochs=5, batch_size=32, verbose=0)
-        x = x.astype(np.float32)
-        model, x_cal, x_test, y_test = m, x[:300], x[2000:], y[2000:]
-    else:
-        T, body = CLASSIFIERS[name]
-        model, x_cal, x_test, y_test = _band_classifier(keras, T, body)
-    acc = float(np.mean(np.asarray(model(x_test, training=False)).argmax(1) == y_test))
-    return {"model": model, "x_cal": x_cal, "x_test": x_test, "y_test": y_test,
-            "accuracy": acc}
+    """A trained tiny classifier (committed weights, tests/trained_models.py):
+    dict(model, x_cal, x_test, y_test, accuracy).  "tokens_lstm" is the
+    user's Embedding(263, 64) -> LSTM -> Dense softmax on length-10
+    sequences (acceptance point 3), inputs as whole-number float32 ids."""
+    import trained_models
+    model, d = trained_models.load(name)
+    return {"model": model, "x_cal": d["x_cal"], "x_test": d["x_test"], "y_test": d["y_test"],
+            "accuracy": trained_models.score(name, model, d)}
 
 
 @functools.lru_cache(maxsize=None)
@@ -163,19 +127,9 @@ def next_sample_rnn():
     """The user's `SimpleRNN(10, return_sequences=True) -> SimpleRNN(10)` on
     (2, 1) inputs (acceptance point 3), with a Dense(1) head, trained to
     predict the next sample of a sine of fixed frequency and random amplitude
-    and phase from the two before it.  dict(model, x_cal, x_test, y_test,
-    rmse): rmse is Keras's own error on the test split."""
-    import keras
-    keras.utils.set_random_seed(2)
-    rng = np.random.default_rng(2)
-    n = 1300
-    amp, phase = rng.uniform(0.2, 1.5, (n, 1)), rng.uniform(0, 2 * np.pi, (n, 1))
-    s = amp * np.sin(2 * np.pi * 0.1 * np.arange(3)[None] + phase) + rng.normal(0, 0.01, (n, 3))
-    x, y = s[:, :2, None].astype(np.float32), s[:, 2:].astype(np.float32)
-    L = keras.layers
-    m = keras.Sequential([keras.Input((2, 1)), L.SimpleRNN(10, return_sequences=True),
-                          L.SimpleRNN(10), L.Dense(1)], name="next_sample")
-    m.compile(keras.optimizers.Adam(0.01), "mse")
-    m.fit(x[:1000], y[:1000], epochs=15, batch_size=64, verbose=0)
-    rmse = float(np.sqrt(np.mean((np.asarray(m(x[1000:], training=False)) - y[1000:]) ** 2)))
-    return {"model": m, "x_cal": x[:200], "x_test": x[1000:], "y_test": y[1000:], "rmse": rmse}
+    and phase from the two before it (committed weights).  dict(model,
+    x_cal, x_test, y_test, rmse): rmse is Keras's own error on the test split."""
+    import trained_models
+    model, d = trained_models.load("next_sample")
+    return {"model": model, "x_cal": d["x_cal"], "x_test": d["x_test"], "y_test": d["y_test"],
+            "rmse": trained_models.score("next_sample", model, d)}

@@ -109,14 +109,24 @@ def test_bad_calibration_shape_exit_2(small_model, tmp_path):
 
 
 def test_existing_outdir_needs_force(small_model, tmp_path):
+    """A non-empty OUTDIR needs --force, and --force replaces only an earlier,
+    unchanged export: a folder with the user's file in it is never replaced."""
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    r = run_cli(small_model / "small.keras", "--dtype", "float32", "-o", out)
+    for force in ((), ("--force",)):
+        r = run_cli(small_model / "small.keras", "--dtype", "float32", "-o", out, *force)
+        assert r.returncode == 2 and "out" in one_sentence_error(r)
+        assert [p.name for p in out.iterdir()] == ["keep.txt"]
+        assert (out / "keep.txt").read_text() == "mine"
+    out2 = tmp_path / "out2"
+    assert run_cli(small_model / "small.keras", "--dtype", "float32", "-o", out2).returncode == 0
+    r = run_cli(small_model / "small.keras", "--dtype", "float32", "-o", out2)
     assert r.returncode == 2 and "--force" in one_sentence_error(r)
-    assert (out / "keep.txt").read_text() == "mine"
-    r = run_cli(small_model / "small.keras", "--dtype", "float32", "-o", out, "--force")
-    assert r.returncode == 0 and (out / "small.h").exists() and not (out / "keep.txt").exists()
+    r = run_cli(small_model / "small.keras", "--dtype", "float32", "-o", out2, "--force",
+                "--name", "renamed")
+    assert r.returncode == 0, r.stderr
+    assert (out2 / "renamed.h").exists() and not (out2 / "small.h").exists()
 
 
 def test_bad_name_exit_2(small_model, tmp_path):
@@ -226,3 +236,51 @@ def test_explain_shows_recurrent_layouts(keras, tmp_path):
     assert "kernel (13, 128) = 13·128 = 1664" in r.stdout and "→ C (128, 13)" in r.stdout
     assert "recurrent (32, 128)" in r.stdout and "→ C (128, 32)" in r.stdout
     assert "positions" not in r.stderr
+
+
+def test_help_version_and_usage_are_fast_and_import_no_tensorflow():
+    """--help explains --target host and the dtypes, lists the exit codes and
+    shows two examples; it, --version and a usage error answer in well under
+    a second, without importing TensorFlow or Keras."""
+    import time
+    probe = ("import sys, time; t = time.monotonic()\n"
+             "from exporter import cli\n"
+             "try:\n    cli.main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
+             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
+             "print('k2m-seconds', time.monotonic() - t, 'k2m-code', code)\n")
+    for args, code, text in ((["--help"], 0, "exit codes:"), (["--version"], 0, "export-model "),
+                             (["model.keras"], 2, "give -o OUTDIR")):
+        start = time.monotonic()
+        r = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True,
+                           env=ENV, timeout=60)
+        assert time.monotonic() - start < 3, "a whole interpreter start took over 3 s"
+        assert r.returncode == 0, r.stderr
+        seconds = float(r.stdout.split("k2m-seconds ")[1].split()[0])
+        assert seconds < 1.0 and f"k2m-code {code}" in r.stdout, r.stdout
+        assert text in r.stdout + r.stderr
+    r = run_cli("--help")
+    for text in ("--target {cortex-m4,host}", "host: no budget", "int8 (default)", "float32:",
+                 "0  done", "2  bad usage", "3  unsupported model", "4  over the flash",
+                 "examples:", "--calibration samples.npy -o build/model", "--verify host"):
+        assert text in r.stdout, text
+
+
+def test_loading_line_on_a_terminal_and_int8_sizes_without_calibration(small_model):
+    """K2M_PROGRESS=1 stands for a terminal: one 'loading model' line.
+    --explain without --dtype or calibration: the int8 sizes, said so."""
+    env = dict(ENV, K2M_PROGRESS="1")
+    exe = Path(sys.executable).parent / "export-model"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "exporter.cli"]
+    r = subprocess.run(cmd + [str(small_model / "small.keras"), "--explain"], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert [l for l in r.stderr.splitlines() if l.startswith("loading model")] == [
+        f"loading model {small_model / 'small.keras'}…"]
+    total = [l for l in r.stdout.splitlines() if l.startswith("total:")]
+    assert total and total[0].endswith("int8") and "made-up samples" in r.stdout
+    weights_int8 = int(r.stdout.split(" B weights")[0].split()[-1])
+    f = run_cli(small_model / "small.keras", "--explain", "--dtype", "float32")
+    assert "made-up" not in f.stdout and "float32" in f.stdout
+    assert int(f.stdout.split(" B weights")[0].split()[-1]) > 2 * weights_int8
+    q = run_cli(small_model / "small.keras", "--explain")
+    assert not any(l.startswith("loading model") for l in q.stderr.splitlines())

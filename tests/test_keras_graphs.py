@@ -11,7 +11,6 @@ as in test_layers.check: RMSE within 1 output step and no output more than 4
 steps off (a few layers deep; a single layer is held to 2 steps on 99% of
 outputs in test_layers), unless a test states otherwise.
 """
-import re
 import resource
 import subprocess
 import sys
@@ -440,10 +439,10 @@ def test_every_unsupported_construct_in_one_message_fast(keras, tmp_path):
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     assert r.returncode == 3, r.stderr
     msg = r.stderr
-    for part in ("'inner/masking", "'doubler'", "'mha'", "causal"):
+    # 'sort' or 'sort_1': Keras numbers the op's name if an earlier test made one
+    for part in ("'inner/masking", "'sort", "op node ops.numpy.Sort", "'doubler'", "'mha'",
+                 "causal"):
         assert part in msg, (part, msg)
-    # Keras numbers op nodes per process: 'sort', or 'sort_3' after other tests
-    assert re.search(r"'sort(_\d+)?'", msg), msg
     assert "tf False keras False" in r.stdout, r.stdout
     assert cpu < 2.0, f"{cpu:.2f} s of CPU"
     assert not (tmp_path / "out").exists()

@@ -8,7 +8,7 @@ square / step signals with varying frequency, phase, amplitude and step
 position plus a little noise; random Zipf-like token sequences; moving-blob
 frames), never white noise alone.  Parity models use Keras's random init
 with every bias set to non-zero values; classifiers are tiny models trained
-for a few epochs on synthetic tasks, once per session.
+on synthetic tasks, with committed weights (tests/trained_models.py).
 
 Tolerances (the issue's acceptance criteria, not loosened):
 - float32: rtol 1e-5 with atol 1e-5 * max|Keras output| (as
@@ -556,7 +556,7 @@ def test_embedding_out_of_range_sanitized(embedding_models, dtype, tmp_path):
 
 @pytest.fixture(scope="session")
 def classifiers():
-    """Tiny classifiers trained once per session (seq_models.classifier)."""
+    """Tiny trained classifiers with committed weights (seq_models.classifier)."""
     return S.classifier
 
 

@@ -42,7 +42,7 @@ def qemu():
 
 @pytest.fixture(scope="session")
 def classifiers():
-    """Tiny classifiers trained once per session (seq_models.classifier)."""
+    """Tiny trained classifiers with committed weights (seq_models.classifier)."""
     return S.classifier
 
 

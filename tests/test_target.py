@@ -164,31 +164,13 @@ def test_qemu_parity_digits(exported, digits_cnn, digits, dtype, tmp_path, qemu)
 
 @pytest.fixture(scope="module")
 def conv1d_model(keras):
-    """Conv1D same + causal (dilated) + strided, pooling, Dense, trained for a
-    few seconds on a synthetic 3-channel sensor task (4 frequencies)."""
-    keras.utils.set_random_seed(1)
-    rng = np.random.default_rng(1)
-    n = 600
-    cls = rng.integers(0, 4, n)
-    t = np.arange(32)[None, :, None]
-    freq = (cls + 1)[:, None, None] * 0.15
-    x = np.concatenate([np.sin(freq * t + rng.uniform(0, 6, (n, 1, 1))),
-                        np.cos(freq * t * 0.5), rng.normal(0, 0.3, (n, 32, 1))], -1)
-    x = (x + rng.normal(0, 0.1, x.shape)).astype(np.float32)
-    m = keras.Sequential([
-        keras.Input((32, 3)),
-        keras.layers.Conv1D(8, 5, padding="same", activation="relu"),
-        keras.layers.Conv1D(12, 3, padding="causal", dilation_rate=2, activation="relu"),
-        keras.layers.MaxPooling1D(2),
-        keras.layers.Conv1D(8, 3, strides=2, activation="relu"),
-        keras.layers.AveragePooling1D(2),
-        keras.layers.Flatten(),
-        keras.layers.Dense(16, activation="relu"),
-        keras.layers.Dense(4),
-    ], name="sensor_1d")
-    m.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    m.fit(x[:500], cls[:500], epochs=10, batch_size=32, verbose=0)
-    return m, x[:300], x[500:]
+    """Conv1D same + causal (dilated) + strided, pooling, Dense, trained on a
+    synthetic 3-channel sensor task (4 frequencies); committed weights
+    (tests/trained_models.py)."""
+    from trained_models import load, meets, score
+    m, d = load("sensor_1d")
+    assert meets("sensor_1d", score("sensor_1d", m, d))
+    return m, d["x_cal"], d["x_test"]
 
 
 @pytest.mark.parametrize("dtype", ["int8", "float32"])

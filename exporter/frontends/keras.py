@@ -159,8 +159,8 @@ def _as_refs(value, known):
     return value
 
 
-def load(path: str):
-    return keras_file.load(path)
+def load(path: str, limits=None):
+    return keras_file.load(path, limits)
 
 
 # Importing the handler modules registers their layer classes and ops.

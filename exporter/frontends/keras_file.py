@@ -14,15 +14,13 @@ import os
 import zipfile
 
 from ..errors import ExportError, UnsupportedModelError
+from . import load_guard, safety, size_check
 
-def read_config(path: str) -> dict:
-    """The model's architecture config, without deserializing it."""
-    if os.path.isdir(path):
-        raise ExportError(f"cannot read model file '{path}': it is a directory; give the "
-                          f".keras or .h5 file (SavedModel folders are not supported)")
-    if not os.path.isfile(path):
-        raise ExportError(f"cannot read model file '{path}': no such file")
-    config = _read_raw_config(path)
+def read_config(path: str, source: str | None = None, limits=None) -> dict:
+    """The model's architecture config, without deserializing it.  `source`
+    is the file actually read (load's private copy of `path`)."""
+    check_path(path)
+    config = _read_raw_config(path, source or path, limits or size_check.Limits())
     if (not isinstance(config, dict) or not isinstance(config.get("config", {}), (dict, type(None)))
             or any(cls is None for _, cls, _, _ in iter_layers(config))):
         raise ExportError(f"cannot read model file '{path}': its model config is not a "
@@ -32,18 +30,46 @@ def read_config(path: str) -> dict:
     return config
 
 
-def _read_raw_config(path: str):
+def check_safe(config: dict, path: str) -> None:
+    """Every object of the config must resolve to a Keras built-in
+    (exporter.frontends.safety); run after precheck.check, so a Lambda is
+    listed among the unsupported layers."""
+    bad = safety.offending(config)
+    if bad:
+        raise UnsupportedModelError(
+            f"the model file '{path}' holds {len(bad)} object{'s' if len(bad) > 1 else ''} "
+            f"the exporter does not load (only Keras's own built-ins are; a user's code is "
+            f"never run): " + "; ".join(bad))
+
+
+def check_path(path: str) -> None:
+    if os.path.isdir(path):
+        raise ExportError(f"cannot read model file '{path}': it is a directory; give the "
+                          f".keras or .h5 file (SavedModel folders are not supported)")
+    if not os.path.isfile(path):
+        raise ExportError(f"cannot read model file '{path}': no such file")
+    size_check.check_file(os.path.getsize(path), path)
+
+
+def _read_raw_config(path: str, source: str, limits):
+    """The config as JSON, from the format the file's content is (see
+    safety.model_kind), within size_check's bounds."""
+    kind = safety.model_kind(source, path)
     try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as z:
-                return json.loads(z.read("config.json"))
+        if kind in ("keras", "zip"):
+            with zipfile.ZipFile(source) as z:
+                size_check.check_zip(z, path)
+                size_check.check_weights_member(z, limits, path)
+                raw = size_check.read_member(z, "config.json", size_check.MAX_CONFIG_BYTES, path)
+                return json.loads(raw)
         import h5py
-        with h5py.File(path, "r") as f:
-            raw = f.attrs.get("model_config")
-            if raw is None:
+        with h5py.File(source, "r") as f:
+            if "model_config" not in f.attrs:
                 raise ExportError(
                     f"'{path}' is an HDF5 file without a model config "
                     f"(weights only?); save the whole model with model.save()")
+            size_check.check_attribute(f.attrs, "model_config", path)
+            raw = f.attrs["model_config"]
             if isinstance(raw, bytes):
                 raw = raw.decode("utf-8")
             return json.loads(raw)
@@ -111,21 +137,35 @@ def check_inputs(config: dict) -> None:
                     f"batch must be fixed and > 0 (give keras.Input a complete shape)")
 
 
-def load(path: str):
+def load(path: str, limits=None):
+    """The Keras model of a .keras/.h5 file, once its config passed every
+    check; Keras reads a private copy of the file, the bytes that were
+    checked, in the format its content is."""
     from . import precheck
-    config = read_config(path)
-    precheck.check(config)
-    check_inputs(config)
-    import keras
-    filtering = keras.config.is_traceback_filtering_enabled()
-    keras.config.disable_traceback_filtering()  # keep the failing layer's frames
-    try:
-        return keras.models.load_model(path, safe_mode=True, compile=False)
-    except Exception as e:
-        raise load_error(path, e) from None
-    finally:
-        if filtering:
-            keras.config.enable_traceback_filtering()
+    limits = limits or size_check.Limits()
+    check_path(path)
+    with safety.private_copy(path, size_check.MAX_MODEL_FILE_BYTES) as source:
+        config = read_config(path, source, limits)
+        precheck.check(config)
+        check_safe(config, path)
+        check_inputs(config)
+        size_check.check_model(config, limits, path, size_check.h5_layer_values(source))
+        size_check.check_weights(source, limits, path)
+        import keras
+        filtering = keras.config.is_traceback_filtering_enabled()
+        keras.config.disable_traceback_filtering()  # keep the failing layer's frames
+        try:
+            with load_guard.guarded(limits.load_params(), path):
+                return keras.models.load_model(source, safe_mode=True, compile=False)
+        except ExportError:
+            raise
+        except Exception as e:
+            error = load_error(path, e)
+            error.args = (str(error).replace(source, path),)  # the user's file, not the copy
+            raise error from None
+        finally:
+            if filtering:
+                keras.config.enable_traceback_filtering()
 
 
 def load_error(path: str, e: BaseException) -> ExportError:

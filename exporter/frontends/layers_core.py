@@ -41,8 +41,15 @@ def batch_normalization(ctx):
     gamma = ws.pop(0) if c.get("scale", True) else np.ones(ch, np.float32)
     beta = ws.pop(0) if c.get("center", True) else np.zeros(ch, np.float32)
     mean, var = ws
-    a = gamma / np.sqrt(var.astype(np.float64) + c["epsilon"])
+    denominator = var.astype(np.float64) + c["epsilon"]
+    if not np.all(denominator > 0):  # Keras divides by its square root: NaN or Inf
+        k = int(np.argmin(denominator))
+        ctx.unsupported(f"moving_variance {float(var[k]):.6g} at channel {k} with epsilon "
+                        f"{c['epsilon']:.6g} gives variance + epsilon <= 0; the layer's "
+                        f"output is not a number")
+    a = gamma / np.sqrt(denominator)
     b = beta - mean * a
+    validate.check_finite(ctx.name, ctx.cls, [a, b])  # gamma / sqrt(variance) past float32
     ctx.info(ctx.in_shape, params=4 * ch, macs=int(np.prod(ctx.in_shape)))
     return ctx.add("batchnorm", ctx.inputs, ctx.in_shape, {},
                    {"scale": a.astype(np.float32), "offset": b.astype(np.float32)})
