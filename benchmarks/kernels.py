@@ -317,9 +317,11 @@ def program(s):
               if g else "")
     n = dict(n_w=1, n_b=1, n_s=4)
     if kind == "dw":
-        call = "k2m_depthwise_conv2d_s8(&g, &q, input, weights, bias, output)"
+        call = ("k2m_depthwise_conv2d_s8(&g, &q, input, weights, bias, output, "
+                "(int16_t *)(void *)scratch)")
+        # more than K2M_DEPTHWISE_S8_SCRATCH_BYTES(g) for every shape here
         n.update(n_x=g["in_h"] * g["in_w"] * g["in_c"], n_w=g["k_h"] * g["k_w"] * g["out_c"],
-                 n_b=g["out_c"], n_y=g["out_h"] * g["out_w"] * g["out_c"])
+                 n_b=g["out_c"], n_y=g["out_h"] * g["out_w"] * g["out_c"], n_s=8192)
     elif kind == "conv":
         fn = "k2m_conv2d_s8_s16" if s["s16"] else "k2m_conv2d_s8"
         call = f"{fn}(&g, &q, input, weights, bias, output, (int16_t *)(void *)scratch)"

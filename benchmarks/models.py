@@ -6,7 +6,7 @@
 For each model: export to int8, build `PREFIX_invoke` for the Cortex-M4
 (arm-none-eabi-gcc -O2) and run one inference under QEMU (mps2-an386) with
 ../shared/tools/m4run, once with the DSP loops and once forced portable
-(-DK2M_PORTABLE).  Prints MACs, the exact instruction count, m4run's
+(-DK2M_PORTABLE), and checks both give the same outputs.  Prints MACs, the exact instruction count, m4run's
 `cycles_est` (a static Cortex-M4 timing model with zero wait states: an
 estimate, not a measurement), the exporter's planned arena and weight bytes
 next to the RAM (data + bss) and flash (text, which holds the code and the
@@ -68,10 +68,12 @@ int main(void)
 {{
     int i;
     for (i = 0; i < {p}_INPUT_SIZE; ++i) input[i] = ({p}_input_t)((i * 37) % 101 - 50);
+    unsigned long sum = 0;
     bench_begin();
     i = {p}_invoke(input, output);
     bench_end();
-    printf("rc %d out0 %d\n", i, (int)output[0]);
+    for (int k = 0; k < {p}_OUTPUT_SIZE; ++k) sum = sum * 31u + (unsigned long)(output[k] & 0xFF);
+    printf("rc %d checksum %08lx\n", i, sum & 0xFFFFFFFFul);
     return i;
 }}
 """
@@ -88,9 +90,9 @@ def calibration(name: str, shape) -> np.ndarray:
     return np.random.default_rng(0).uniform(0, 1, size=(16,) + tuple(shape)).astype(np.float32)
 
 
-def m4run(out_dir: Path, prefix: str, portable: bool = False, layers: bool = False) -> list:
-    """[(instructions, cycles_est)] of each region: one for the whole
-    inference, or one per layer with `layers`."""
+def m4run(out_dir: Path, prefix: str, portable: bool = False, layers: bool = False) -> tuple:
+    """([(instructions, cycles_est)] of each region: one for the whole
+    inference, or one per layer with `layers`; the outputs' checksum)."""
     main = out_dir.parent / f"{prefix}_bench_main.c"
     main.write_text(MAIN.format(p=prefix))
     sources = [str(p) for p in sorted(out_dir.rglob("*.c"))] + [str(main)]
@@ -102,9 +104,10 @@ def m4run(out_dir: Path, prefix: str, portable: bool = False, layers: bool = Fal
         cmd += ["-D", "K2M_TRACE_HOOK=k2m_bench_layer"]
     r = subprocess.run(cmd + sources, capture_output=True, text=True)
     found = [(int(m.group(2)), int(m.group(3))) for m in REGION.finditer(r.stdout)]
-    if r.returncode != 0 or not found:
+    checksum = re.search(r"rc 0 checksum (\w+)", r.stdout)
+    if r.returncode != 0 or not found or not checksum:
         raise RuntimeError(f"m4run failed for {prefix}:\n{r.stdout}\n{r.stderr}")
-    return found
+    return found, checksum.group(1)
 
 
 def object_sizes(out_dir: Path) -> tuple:
@@ -127,7 +130,7 @@ def object_sizes(out_dir: Path) -> tuple:
 def layer_table(report, out: Path, name: str) -> str:
     """Per-layer instructions and cycles_est of the DSP build (region k ends
     after the k-th emitted step; the last region is the output copy)."""
-    regions = m4run(out, name, layers=True)
+    regions, _ = m4run(out, name, layers=True)
     steps = [n for n in report.graph.nodes if n.op not in ("reshape", "identity")]
     lines = [f"\n{name}: per layer (DSP)", "| step | layer | op | output | instr | cycles_est |",
              "|---:|---|---|---|---:|---:|"]
@@ -150,8 +153,10 @@ def measure(name: str, out_root: Path, layers: bool) -> tuple:
     shape = keras.models.load_model(path, compile=False).inputs[0].shape[1:]
     report = export_model(path, out, calibration_data=calibration(name, shape),
                           name=name, force=True, target="host")
-    (instr, cycles), = m4run(out, name)
-    (portable, _), = m4run(out, name, portable=True)
+    ((instr, cycles),), dsp_sum = m4run(out, name)
+    ((portable, _),), portable_sum = m4run(out, name, portable=True)
+    if dsp_sum != portable_sum:
+        raise RuntimeError(f"{name}: the DSP and portable builds' outputs differ")
     flash, ram = object_sizes(out)
     row = {"macs": report.macs, "instructions": instr, "cycles_est": cycles,
            "instructions_portable": portable, "arena_bytes": report.arena_bytes,

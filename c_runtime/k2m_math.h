@@ -222,6 +222,91 @@ static inline int32_t k2m_sxtab16_ror8(int32_t a, int32_t x)
     __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
     return r;
 }
+
+/* (lo16(a), lo16(b)) and (hi16(a), hi16(b)) as int16 pairs (PKHBT /
+ * PKHTB): the lanes of two SXTB16 results regrouped by lane. */
+static inline int32_t k2m_pack_lo(int32_t a, int32_t b)
+{
+    int32_t r;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
+static inline int32_t k2m_pack_hi(int32_t a, int32_t b)
+{
+    int32_t r;
+    __asm__("pkhtb %0, %2, %1, asr #16" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
+/* ---- requantization in five instructions ------------------------------
+ * k2m_requantize(acc, m, shift) + output_offset, bit for bit, for
+ * accumulators known to be small (k2m_rqf_init checks the bound once per
+ * channel).  With left = max(shift, 0), e = max(-shift, 0), s = acc << left:
+ *   SaturatingRoundingDoublingHighMul(s, m) = floor((s m + 2^30) / 2^31)
+ *     = floor((2s m + 2^31) / 2^32) = SMMULR(2s, m)   when 2s fits in int32
+ *   (the saturating corner needs s == INT32_MIN, excluded by the bound);
+ *   RoundingDivideByPOT(x, e) = RoundingDivideByPOT(2x, e + 1)
+ *     = floor((2x + 2^e - [x < 0]) / 2^(e+1))   (ties away from zero),
+ * and the output offset adds exactly inside the floor as
+ * output_offset * 2^(e+1).  So with ls = left + 1, rs = e + 1 and
+ * ho = 2^e + output_offset * 2^rs:
+ *   x = SMMULR(acc << ls, m);  y = (ho + 2x + (x >> 31)) >> rs.
+ * The bound |acc << ls| < 2^30 and |ho| < 2^30 keep every step inside
+ * int32 (|2x| <= 2^30), and |y| < 2^30, so k2m_requantize's k2m_sat30
+ * never acts.  A channel whose multiplier is 0 (a scale that underflowed:
+ * the output is the offset) is exact for any accumulator: SMMULR by 0 is
+ * 0 whatever acc << ls wrapped to, and so is the reference. */
+typedef struct {
+    int32_t mult, ls, rs, ho;
+} k2m_rqf;
+
+static inline int32_t k2m_smmulr(int32_t a, int32_t b)
+{
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
+/* The channel's constants for accumulators with |acc| <= acc_max; 0 when
+ * the five-instruction form is not exact for them (then k2m_rq_apply). */
+static inline int k2m_rqf_init(k2m_rqf *r, int32_t mult, int32_t shift,
+                               int32_t out_off, int64_t acc_max)
+{
+    const int32_t left = shift > 0 ? shift : 0;
+    const int32_t right = shift > 0 ? 0 : -shift;
+    const int64_t lim = (int64_t)1 << 30;
+    int64_t ho;
+
+    r->mult = mult;
+    r->ls = left + 1;
+    r->rs = right + 1;
+    r->ho = 0;
+    if (left > 30 || right > 29) {
+        return 0;
+    }
+    ho = ((int64_t)1 << right) + (int64_t)out_off * ((int64_t)1 << (right + 1));
+    if (ho >= lim || ho <= -lim || (mult != 0 && acc_max >= (lim >> (left + 1)))) {
+        return 0;
+    }
+    r->ho = (int32_t)ho;
+    return 1;
+}
+
+static inline int32_t k2m_rqf_apply(const k2m_rqf *r, int32_t acc)
+{
+    const int32_t x = k2m_smmulr((int32_t)((uint32_t)acc << r->ls), r->mult);
+    return k2m_asr((int32_t)((uint32_t)r->ho + ((uint32_t)x << 1)) + k2m_asr(x, 31),
+                   r->rs);
+}
+
+/* Largest |accumulator| of a dot product of k int8 inputs (offset added)
+ * with k int8 weights, plus |bias|. */
+static inline int64_t k2m_acc_bound(int32_t bias, int32_t k, int32_t input_offset)
+{
+    const int64_t x_max = 128 + (int64_t)(input_offset < 0 ? -input_offset : input_offset);
+    return (bias < 0 ? -(int64_t)bias : (int64_t)bias) + (int64_t)k * x_max * 128;
+}
 #endif /* K2M_DSP */
 
 /* Input row read and output row written at step s (go_backwards, and the

@@ -182,6 +182,9 @@ class Emitter:
     def _depthwise_conv2d(self, node, tin, tout, s):
         s["window"] = self._window(node, tin, tout)
         self._weighted(node, tin, tout, s)
+        if self.int8:
+            offset = self.plan.offsets.get(scratch_name(node))
+            s["scratch"] = "0" if offset is None else f"{self.p.upper()}_TENSOR(int16_t, {offset})"
 
     def _dense(self, node, tin, tout, s):
         s["batches"] = tin.size // tin.shape[-1]

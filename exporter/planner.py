@@ -52,14 +52,30 @@ def rnn_state_elements(node) -> int:
     return RNN_STATE[node.attrs["cell"]] * node.attrs["units"]
 
 
+def depthwise_scratch_bytes(a: dict, in_c: int, out_c: int) -> int:
+    """K2M_DEPTHWISE_S8_SCRATCH_BYTES of k2m.h for a depthwise node's attrs,
+    0 where the kernel does not use it (not K2M_DEPTHWISE_RING_OK: only
+    3x3, depth multiplier 1, no dilation, horizontal stride 1 or 2)."""
+    (kh, kw), (_, sw), (dh, dw) = a["kernel"], a["strides"], a["dilation"]
+    if (kh, kw) != (3, 3) or in_c != out_c or (dh, dw) != (1, 1) or sw not in (1, 2):
+        return 0
+    in_w, out_w, pad_left = a["in_hw"][1], a["out_hw"][1], a["pad"][1]
+    row = (max(pad_left + in_w, sw * out_w + 6) + 1) & ~1
+    return 24 * row + 4 * ((out_w + 1) & ~1) + 312
+
+
 def scratch_bytes(graph, node) -> int:
     """Working memory a kernel needs during its node (k2m.h): the int8
-    conv's im2col buffer, two int16 columns of k_h·k_w·in_c; a recurrent
-    layer's gates, and its state unless the layer is stateful (the state
-    then lives outside the arena, across calls)."""
+    conv's im2col buffer, two int16 columns of k_h·k_w·in_c; the int8
+    depthwise conv's ring of transposed rows; a recurrent layer's gates,
+    and its state unless the layer is stateful (the state then lives
+    outside the arena, across calls)."""
     if node.op == "conv2d" and graph.dtype == "int8":
         kh, kw = node.attrs["kernel"]
         return 4 * kh * kw * graph.tensors[node.inputs[0]].shape[-1]
+    if node.op == "depthwise_conv2d" and graph.dtype == "int8":
+        return depthwise_scratch_bytes(node.attrs, graph.tensors[node.inputs[0]].shape[-1],
+                                       graph.tensors[node.outputs[0]].shape[-1])
     if node.op == "rnn":
         elements = RNN_SCRATCH[node.attrs["cell"]] * node.attrs["units"]
         if not node.attrs["stateful"]:

@@ -90,6 +90,16 @@ def conv_s8_scratch_bytes(g):
     return 4 * g["k_h"] * g["k_w"] * g["in_c"]
 
 
+def depthwise_s8_scratch_bytes(g):
+    """K2M_DEPTHWISE_S8_SCRATCH_BYTES in k2m.h (the DSP path's ring of
+    transposed rows), 0 where the kernel does not use it."""
+    if not (g["k_h"] == g["k_w"] == 3 and g["in_c"] == g["out_c"] and g["dil_h"] == 1
+            and g["dil_w"] == 1 and g["stride_w"] in (1, 2)):
+        return 0
+    row = (max(g["pad_left"] + g["in_w"], g["stride_w"] * g["out_w"] + 6) + 1) & ~1
+    return 24 * row + 4 * ((g["out_w"] + 1) & ~1) + 312
+
+
 def conv2d_s8(g, q, x, w, bias):
     """x (in_h, in_w, in_c) int8, w (out_c, k_h, k_w, in_c) int8."""
     xs = x.astype(np.int64) + q["input_offset"]

@@ -225,8 +225,9 @@ def _arr(name, ctype, a):
 
 def c_program(cases):
     max_out = max(int(np.asarray(c["y"]).size) for c in cases)
-    max_scr = max(2 * c["g"]["k_h"] * c["g"]["k_w"] * c["g"]["in_c"]
-                  for c in cases if c["kind"] == "conv")
+    max_scr = max(ref.conv_s8_scratch_bytes(c["g"]) if c["kind"] == "conv"
+                  else ref.depthwise_s8_scratch_bytes(c["g"])
+                  for c in cases if c["kind"] in ("conv", "dw")) // 2
     # The driver (hundreds of call blocks in one main) needs no optimisation
     # and takes gcc ~15 s at -O2; the kernels are other translation units
     # and keep m4run's -O2.
@@ -270,9 +271,12 @@ static uint32_t fnv(const void *out, int32_t n, int is16)
                   "stride_h", "stride_w", "dil_h", "dil_w", "pad_top", "pad_left")
         if c["kind"] == "dw":
             g = c["g"]
+            scr = ref.depthwise_s8_scratch_bytes(g)
             lines += [f"        const k2m_window g = {{{', '.join(str(g[f]) for f in fields)}}};",
                       f"        k2m_depthwise_conv2d_s8(&g, &q, x{i}, w{i}, {bias}, "
-                      "(int8_t *)(void *)out_buf);"]
+                      "(int8_t *)(void *)out_buf, "
+                      + ("(int16_t *)(void *)scratch_buf);" if scr else "NULL);"),
+                      f"        ok &= guard_ok(scratch_buf, {scr}, 2 * GUARD);"]
         elif c["kind"] == "conv":
             g = c["g"]
             fields = ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "k_w",
