@@ -96,86 +96,22 @@ static void conv2d_s8_core(const k2m_window *g, const k2m_quant_s8 *q,
  * leftover elements of A, then those of B, in natural order. */
 
 /* ---- requantization, fast form --------------------------------------
- * k2m_requantize(acc, m, shift) + output_offset, bit for bit, in five
- * instructions when the layer's accumulators are known to be small
- * (conv_fast_rq_ok, checked once per call from the bias, K and the input
- * offset).  With left = max(shift, 0), e = max(-shift, 0), s = acc << left:
- *   SaturatingRoundingDoublingHighMul(s, m) = floor((s m + 2^30) / 2^31)
- *     = floor((2s m + 2^31) / 2^32) = SMMULR(2s, m)   when 2s fits in int32
- *   (the saturating corner needs s == INT32_MIN, excluded by the bound);
- *   RoundingDivideByPOT(x, e) = RoundingDivideByPOT(2x, e + 1)
- *     = floor((2x + 2^e - [x < 0]) / 2^(e+1))   (ties away from zero),
- * and the output offset adds exactly inside the floor as
- * output_offset * 2^(e+1).  So with ls = left + 1, rs = e + 1 and
- * ho = 2^e + output_offset * 2^rs:
- *   x = SMMULR(acc << ls, m);  y = (ho + 2x + (x >> 31)) >> rs.
- * conv_fast_rq_ok requires |acc << ls| < 2^30 and |ho| < 2^30, so nothing
- * overflows (|2x| <= 2^30), and (for now) shift <= 0 in every channel, so
- * the block loop takes ls = 1.  Otherwise the kernel uses k2m_rq_apply. */
-typedef struct {
-    int32_t mult, ls, rs, ho;
-} conv_rq;
-
-static inline int32_t conv_smmulr(int32_t a, int32_t b)
-{
-    int32_t r;
-    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
-    return r;
-}
-
-static inline void conv_rq_init(conv_rq *c, int32_t mult, int32_t shift,
-                                int32_t out_off)
-{
-    const int32_t right = shift > 0 ? 0 : -shift;
-    c->mult = mult;
-    c->ls = (shift > 0 ? shift : 0) + 1;
-    c->rs = right + 1;
-    c->ho = (int32_t)(((uint32_t)1 << right)
-                      + ((uint32_t)out_off << (right + 1)));
-}
-
-static inline int32_t conv_rq_apply(const conv_rq *c, int32_t acc)
-{
-    const int32_t x = conv_smmulr((int32_t)((uint32_t)acc << c->ls), c->mult);
-    const int32_t t = (int32_t)((uint32_t)c->ho + ((uint32_t)x << 1))
-        + k2m_asr(x, 31);
-    return k2m_asr(t, c->rs);
-}
-
-/* Whether every channel of the layer meets the fast form's bounds: the
- * accumulator is bias + K products of |q + input_offset| <= 128 +
- * |input_offset| and |w| <= 128. */
+ * k2m_rqf (k2m_math.h): five instructions an output, left-shifted and
+ * dead (multiplier 0) channels included, when the layer's accumulators are
+ * small enough for every channel (conv_fast_rq_ok, checked once per call
+ * from the bias, K and the input offset); otherwise k2m_rq_apply. */
 static int conv_fast_rq_ok(const k2m_quant_s8 *q, const int32_t *bias,
                            int32_t out_c, int32_t k)
 {
-    const int64_t in_off = q->input_offset;
-    const int64_t x_max = 128 + (in_off < 0 ? -in_off : in_off);
-    const int64_t lim = (int64_t)1 << 30;
-    int64_t sum_max;
     int32_t c;
 
-    if (x_max > 4096 || k > (1 << 20)) {
+    if (k > (1 << 20)) {
         return 0;
     }
-    sum_max = (int64_t)k * x_max * 128;
     for (c = 0; c < out_c; ++c) {
-        const int32_t sh = q->shift[c];
-        int64_t b = bias != NULL ? bias[c] : 0, ho;
-        int32_t ls, rs;
-        b = b < 0 ? -b : b;
-        /* Right shifts only: the block loop takes ls = 1 (left-shifted
-         * channels, int16 outputs at most, take k2m_rq_apply). */
-        if (sh > 0 || sh < -29) {
-            return 0;
-        }
-        ls = (sh > 0 ? sh : 0) + 1;
-        rs = (sh > 0 ? 0 : -sh) + 1;
-        if ((b + sum_max) * ((int64_t)1 << ls) >= lim) {
-            return 0;
-        }
-        ho = ((int64_t)1 << (rs - 1))
-            + (int64_t)q->output_offset * ((int64_t)1 << rs);
-        if (ho >= lim || ho <= -lim) {
+        k2m_rqf r;
+        if (!k2m_rqf_init(&r, q->multiplier[c], q->shift[c], q->output_offset,
+                          k2m_acc_bound(bias != NULL ? bias[c] : 0, k, q->input_offset))) {
             return 0;
         }
     }
@@ -357,12 +293,16 @@ static void im2col_s8(const k2m_window *g, const int8_t *input,
 
 /* ---- MAC loops ---------------------------------------------------------- */
 #if defined(__OPTIMIZE__)
-/* One group = 16 MACs in 15 instructions: one LDM of the 4 column words
- * (pixel A's x0x2, x1x3, then B's), per channel one LDR of 4 weights, two
- * SXTB16 and 4 SMLAD.  14 registers: the 4 LDM targets are fixed (LDM needs
- * them ascending), the loop counter lives in LR (clobbered). */
+/* One group = 16 MACs in 18 instructions: four LDR of the column words
+ * (pixel A's x0x2, x1x3, then B's) and one of channel A's 4 weights back to
+ * back (pipelined: 6 cycles, where LDM and LDR take 7), per channel two
+ * SXTB16 and 4 SMLAD.  14 registers; the loop counter lives in LR
+ * (clobbered). */
 #define K2M_GROUP_ASM                                                       \
-    "ldmia  %[c]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"                       \
+    "ldr    %[x1], [%[c], #4]\n\t"                                          \
+    "ldr    %[x2], [%[c], #8]\n\t"                                          \
+    "ldr    %[x3], [%[c], #12]\n\t"                                         \
+    "ldr    %[x0], [%[c]], #16\n\t"                                         \
     "ldr    %[w], [%[wa]], #4\n\t"                                          \
     "sxtb16 %[wl], %[w]\n\t"                                                \
     "sxtb16 %[w], %[w], ror #8\n\t"                                         \
@@ -398,11 +338,7 @@ void mac_2x2(const int16_t *col, const int8_t *wa, const int8_t *wb,
 
 #if defined(__OPTIMIZE__)
     {
-        register int32_t x0 __asm__("r2");
-        register int32_t x1 __asm__("r3");
-        register int32_t x2 __asm__("r4");
-        register int32_t x3 __asm__("r5");
-        int32_t w, wl = n;
+        int32_t x0, x1, x2, x3, w, wl = n;
         if (n > 0) {
             __asm__ volatile(
                 "adds   lr, %[wl], #1\n\t"
@@ -476,9 +412,9 @@ static int32_t conv_out_one(const k2m_quant_s8 *q, int fast, int32_t c,
 {
     int32_t v;
     if (fast) {
-        conv_rq rc;
-        conv_rq_init(&rc, q->multiplier[c], q->shift[c], q->output_offset);
-        v = conv_rq_apply(&rc, acc);
+        k2m_rqf rc;
+        (void)k2m_rqf_init(&rc, q->multiplier[c], q->shift[c], q->output_offset, 0);
+        v = k2m_rqf_apply(&rc, acc);
     } else {
         k2m_rq rc;
         k2m_rq_init(&rc, q->multiplier[c], q->shift[c]);
@@ -535,11 +471,7 @@ void conv_pairs_fast(const conv_ctx *x, const int16_t *col, void *out0,
         }
 #if defined(__OPTIMIZE__)
         if (n > 0) {
-            register int32_t x0 __asm__("r2");
-            register int32_t x1 __asm__("r3");
-            register int32_t x2 __asm__("r4");
-            register int32_t x3 __asm__("r5");
-            int32_t w, wl = n;
+            int32_t x0, x1, x2, x3, w, wl = n;
             __asm__ volatile(
                 "adds   lr, %[wl], #1\n\t"
                 "lsrs   lr, lr, #1\n\t"   /* (n + 1) / 2 iterations */
@@ -581,22 +513,24 @@ void conv_pairs_fast(const conv_ctx *x, const int16_t *col, void *out0,
         }
         wa = wb + r;
         {
-            /* Channel constants: shift = -e <= 0 (conv_fast_rq_ok), so
-             * ls = 1, rs = e + 1, ho = (1 + 2 out_off) << e. */
-            const int32_t ea = -sp[0], eb = -sp[1];
-            conv_rq ra, rb;
+            /* Channel constants (k2m_rqf_init without its checks, done by
+             * conv_fast_rq_ok): ls = max(shift, 0) + 1, rs = e + 1 with
+             * e = max(-shift, 0), ho = (1 + 2 out_off) << e. */
+            const int32_t sa = sp[0], sb = sp[1];
+            const int32_t ea = -sa & ~k2m_asr(-sa, 31), eb = -sb & ~k2m_asr(-sb, 31);
+            k2m_rqf ra, rb;
             ra.mult = mp[0];
-            ra.ls = 1;
+            ra.ls = (sa & ~k2m_asr(sa, 31)) + 1;
             ra.rs = ea + 1;
             ra.ho = (int32_t)(ho1 << ea);
             rb.mult = mp[1];
-            rb.ls = 1;
+            rb.ls = (sb & ~k2m_asr(sb, 31)) + 1;
             rb.rs = eb + 1;
             rb.ho = (int32_t)(ho1 << eb);
-            a0 = conv_clamp(conv_rq_apply(&ra, a0), lo, hi, out16, sat);
-            a1 = conv_clamp(conv_rq_apply(&ra, a1), lo, hi, out16, sat);
-            b0 = conv_clamp(conv_rq_apply(&rb, b0), lo, hi, out16, sat);
-            b1 = conv_clamp(conv_rq_apply(&rb, b1), lo, hi, out16, sat);
+            a0 = conv_clamp(k2m_rqf_apply(&ra, a0), lo, hi, out16, sat);
+            a1 = conv_clamp(k2m_rqf_apply(&ra, a1), lo, hi, out16, sat);
+            b0 = conv_clamp(k2m_rqf_apply(&rb, b0), lo, hi, out16, sat);
+            b1 = conv_clamp(k2m_rqf_apply(&rb, b1), lo, hi, out16, sat);
         }
         if (out16) {
             ((int16_t *)(void *)o0)[0] = (int16_t)a0;

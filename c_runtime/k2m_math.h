@@ -239,6 +239,20 @@ static inline int32_t k2m_pack_hi(int32_t a, int32_t b)
     return r;
 }
 
+/* Both int16 lanes of v clamped to [lo, hi], given as pairs lo2 = (lo, lo)
+ * and hi2 = (hi, hi): SSUB16 sets a lane's GE bits where it is >= the
+ * bound, SEL picks per lane. */
+static inline int32_t k2m_clamp2_s16(int32_t v, int32_t lo2, int32_t hi2)
+{
+    int32_t t;
+    __asm__("ssub16 %1, %0, %2\n\t"
+            "sel    %0, %0, %2\n\t"
+            "ssub16 %1, %3, %0\n\t"
+            "sel    %0, %0, %3"
+            : "+r"(v), "=&r"(t) : "r"(lo2), "r"(hi2) : "cc");
+    return v;
+}
+
 /* ---- requantization in five instructions ------------------------------
  * k2m_requantize(acc, m, shift) + output_offset, bit for bit, for
  * accumulators known to be small (k2m_rqf_init checks the bound once per
