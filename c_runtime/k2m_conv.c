@@ -205,6 +205,78 @@ static inline int16_t *col_words(int16_t *d, const int8_t *src, int32_t n4,
  * -input_offset (so that q + input_offset is the padding's real 0), then
  * widened like whole rows. */
 #define K2M_CONV_ROW_BUF 64
+#define K2M_CONV_WIN_BUF 64  /* whole windows gathered up to this K */
+
+/* im2col of output pixel (oy, ox) into half `sel` of `col` for layers
+ * whose kernel rows do not fill whole groups (a first layer's k_w * 3
+ * channels; conv_gather_ok): the window's bytes gathered in order, padding
+ * as -input_offset, then widened a word at a time. */
+static int conv_gather_ok(const k2m_window *g, int32_t input_offset)
+{
+    return ((g->k_w * g->in_c) & 3) != 0 && g->dil_w == 1
+        && g->k_h * g->k_w * g->in_c <= K2M_CONV_WIN_BUF
+        && input_offset >= -127 && input_offset <= 128;
+}
+
+static void im2col_gather(const k2m_window *g, const int8_t *input,
+                          int32_t input_offset, int32_t oy, int32_t ox,
+                          int32_t sel, int16_t *col)
+{
+    const int32_t in_h = g->in_h, in_w = g->in_w, in_c = g->in_c, k_w = g->k_w;
+    const int32_t y0 = oy * g->stride_h - g->pad_top;
+    const int32_t x0 = ox * g->stride_w - g->pad_left;
+    const int32_t row_len = k_w * in_c, k = g->k_h * row_len, k4 = k & ~3, r = k - k4;
+    const int32_t pad4 = (int32_t)(((uint32_t)-input_offset & 0xFFu) * 0x01010101u);
+    const int row_whole = x0 >= 0 && x0 + k_w <= in_w;
+    int8_t win[K2M_CONV_WIN_BUF];
+    int8_t *wp = win;
+    int16_t *tail = col + (k4 << 1) + sel * r;
+    int32_t kx0 = 0, kx1 = k_w, ky, i;
+
+    if (!row_whole) {
+        k2m_tap_range(x0, in_w, k_w, 1, &kx0, &kx1);
+    }
+    for (ky = 0; ky < g->k_h; ++ky, wp += row_len) {
+        const int32_t y = y0 + ky * g->dil_h;
+        const int8_t *src = input + (y * in_w + x0) * in_c;
+        if (y >= 0 && y < in_h && row_whole) {
+            /* whole words, then the 1-3 last bytes; the empty asm keeps
+             * gcc from making the copy a memcpy call, dearer than these
+             * few bytes */
+            for (i = 0; i + 4 <= row_len; i += 4) {
+                k2m_st32(wp + i, k2m_ld32(src + i));
+                __asm__ volatile("" ::: "memory");
+            }
+            if (row_len & 2) {
+                wp[i] = src[i];
+                wp[i + 1] = src[i + 1];
+                i += 2;
+            }
+            if (row_len & 1) {
+                wp[i] = src[i];
+            }
+        } else if (y >= 0 && y < in_h) {
+            /* one loop, not a fill and a copy (which gcc would make
+             * memset and memcpy calls) */
+            const int32_t from = kx0 * in_c, to = kx1 * in_c;
+            for (i = 0; i < row_len; ++i) {
+                wp[i] = i >= from && i < to ? src[i] : (int8_t)pad4;
+            }
+        } else {
+            for (i = 0; i + 4 <= row_len; i += 4) {
+                k2m_st32(wp + i, pad4);
+            }
+            for (; i < row_len; ++i) {
+                wp[i] = (int8_t)pad4;
+            }
+        }
+    }
+    col_words(col + (sel << 2), win, k4 >> 2,
+              (int32_t)(((uint32_t)input_offset & 0xFFFFu) | ((uint32_t)input_offset << 16)));
+    for (i = 0; i < r; ++i) {
+        tail[i] = (int16_t)(win[k4 + i] + input_offset);
+    }
+}
 
 /* im2col of output pixel (oy, ox) into half `sel` of `col`. */
 static void im2col_s8(const k2m_window *g, const int8_t *input,
@@ -589,6 +661,9 @@ void conv2d_s8_dsp(const k2m_window *g, const k2m_quant_s8 *q,
     const int32_t n_px = g->out_h * out_w;
     const int32_t lo = q->act_min, hi = q->act_max;
     const int fast = conv_fast_rq_ok(q, bias, out_c, k);
+    void (*const im2col)(const k2m_window *, const int8_t *, int32_t, int32_t, int32_t,
+                         int32_t, int16_t *) =
+        conv_gather_ok(g, q->input_offset) ? im2col_gather : im2col_s8;
     const int sat = out_is_16bit ? (lo == -32768 && hi == 32767)
                                  : (lo == -128 && hi == 127);
     conv_ctx ctx;
@@ -606,13 +681,13 @@ void conv2d_s8_dsp(const k2m_window *g, const k2m_quant_s8 *q,
 
     for (p = 0; p < n_px; p += 2) {
         const int32_t n0 = p * out_c, n1 = n0 + out_c;
-        im2col_s8(g, input, q->input_offset, oy, ox, 0, col);
+        im2col(g, input, q->input_offset, oy, ox, 0, col);
         if (++ox == out_w) {
             ox = 0;
             ++oy;
         }
         if (p + 1 < n_px) {
-            im2col_s8(g, input, q->input_offset, oy, ox, 1, col);
+            im2col(g, input, q->input_offset, oy, ox, 1, col);
             if (++ox == out_w) {
                 ox = 0;
                 ++oy;
