@@ -73,6 +73,27 @@ void k2m_conv2d_f32(const k2m_window *g, float act_min, float act_max,
                     const float *input, const float *weights,
                     const float *bias, float *output);
 
+/* Conv2D followed by a pooling of its whole int8 output map to one value
+ * per channel, without storing the map (the exporter fuses a conv with a
+ * following global AveragePooling2D / GlobalAveragePooling2D): per channel
+ * the sum s of the out_h * out_w outputs k2m_conv2d_s8 would store, then
+ *   mean == NULL: k2m_avg_pool_s8's clamp(div_round(s, out_h * out_w),
+ *                 act_min, act_max)
+ *   otherwise:    k2m_mean_s8's clamp(requantize(s + n * input_offset,
+ *                 multiplier[0], shift[0]) + output_offset) with *mean.
+ * output: out_c values.  scratch: K2M_CONV_POOL_S8_SCRATCH_BYTES(g), 4-byte
+ * aligned (the im2col columns, one pixel pair's outputs, the sums); both
+ * paths use it. */
+typedef struct {
+    const k2m_quant_s8 *mean;
+    int32_t act_min, act_max;
+} k2m_global_pool_s8;
+#define K2M_CONV_POOL_S8_SCRATCH_BYTES(g) (K2M_CONV_S8_SCRATCH_BYTES(g) + (((g)->out_c * 2 + 3) & ~3) + 4 * (g)->out_c)
+void k2m_conv2d_pool_s8(const k2m_window *g, const k2m_quant_s8 *q,
+                        const int8_t *input, const int8_t *weights,
+                        const int32_t *bias, const k2m_global_pool_s8 *pool,
+                        int8_t *output, int16_t *scratch);
+
 /* int8 in, int16 out: the same arithmetic as k2m_conv2d_s8 (one shared
  * loop), but the requantized value is clamped to [act_min, act_max] and
  * stored as int16.  The exporter passes output_offset 0 (int16 is

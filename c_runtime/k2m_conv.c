@@ -18,7 +18,7 @@
 static void conv2d_s8_core(const k2m_window *g, const k2m_quant_s8 *q,
                            const int8_t *input, const int8_t *weights,
                            const int32_t *bias, void *output,
-                           int out_is_16bit)
+                           int out_is_16bit, int32_t *sums)
 {
     const int32_t in_w = g->in_w, in_c = g->in_c;
     const int32_t k_h = g->k_h, k_w = g->k_w;
@@ -69,9 +69,12 @@ static void conv2d_s8_core(const k2m_window *g, const k2m_quant_s8 *q,
                 }
                 acc = k2m_requantize(acc, q->multiplier[oc], q->shift[oc]);
                 acc += q->output_offset;
-                k2m_store_s8_s16(output, n++,
-                                 k2m_clamp_s32(acc, q->act_min, q->act_max),
-                                 out_is_16bit);
+                acc = k2m_clamp_s32(acc, q->act_min, q->act_max);
+                if (sums != NULL) {
+                    sums[oc] += acc;  /* pooled: the map is not stored */
+                } else {
+                    k2m_store_s8_s16(output, n++, acc, out_is_16bit);
+                }
             }
         }
     }
@@ -648,13 +651,22 @@ void conv_pairs_s16_clamp(const conv_ctx *x, const int16_t *col, void *o0, void 
     conv_pairs_fast(x, col, o0, o1, 1, 0);
 }
 
+/* sums[c] += the int8 outputs of `pixels` pixels (out_c channels each). */
+static void conv_pool_add(int32_t *sums, const int8_t *px, int32_t out_c, int32_t pixels)
+{
+    int32_t c;
+    for (c = 0; c < out_c; ++c) {
+        sums[c] += px[c] + (pixels > 1 ? px[out_c + c] : 0);
+    }
+}
+
 /* always_inline: each public kernel gets its own copy with out_is_16bit a
  * constant, so the store's type test folds away. */
 static inline __attribute__((always_inline))
 void conv2d_s8_dsp(const k2m_window *g, const k2m_quant_s8 *q,
                    const int8_t *input, const int8_t *weights,
                    const int32_t *bias, void *output,
-                   int out_is_16bit, int16_t *col)
+                   int out_is_16bit, int16_t *col, int32_t *sums)
 {
     const int32_t out_c = g->out_c, out_w = g->out_w;
     const int32_t k = g->k_h * g->k_w * g->in_c;
@@ -680,7 +692,8 @@ void conv2d_s8_dsp(const k2m_window *g, const k2m_quant_s8 *q,
     ctx.hi = hi;
 
     for (p = 0; p < n_px; p += 2) {
-        const int32_t n0 = p * out_c, n1 = n0 + out_c;
+        /* pooled (sums): each pixel pair into `output`, then summed */
+        const int32_t n0 = sums != NULL ? 0 : p * out_c, n1 = n0 + out_c;
         im2col(g, input, q->input_offset, oy, ox, 0, col);
         if (++ox == out_w) {
             ox = 0;
@@ -738,19 +751,33 @@ void conv2d_s8_dsp(const k2m_window *g, const k2m_quant_s8 *q,
                     out_is_16bit);
             }
         }
+        if (sums != NULL) {
+            conv_pool_add(sums, (const int8_t *)output, out_c, p + 1 < n_px ? 2 : 1);
+        }
     }
 }
 #endif /* K2M_DSP */
+
+#if K2M_DSP
+/* The int8 output instance, shared by k2m_conv2d_s8 and k2m_conv2d_pool_s8. */
+static __attribute__((noinline))
+void conv2d_s8_dsp8(const k2m_window *g, const k2m_quant_s8 *q, const int8_t *input,
+                    const int8_t *weights, const int32_t *bias, int8_t *output,
+                    int16_t *col, int32_t *sums)
+{
+    conv2d_s8_dsp(g, q, input, weights, bias, output, 0, col, sums);
+}
+#endif
 
 void k2m_conv2d_s8(const k2m_window *g, const k2m_quant_s8 *q,
                    const int8_t *input, const int8_t *weights,
                    const int32_t *bias, int8_t *output, int16_t *scratch)
 {
 #if K2M_DSP
-    conv2d_s8_dsp(g, q, input, weights, bias, output, 0, scratch);
+    conv2d_s8_dsp8(g, q, input, weights, bias, output, scratch, NULL);
 #else
     (void)scratch;
-    conv2d_s8_core(g, q, input, weights, bias, output, 0);
+    conv2d_s8_core(g, q, input, weights, bias, output, 0, NULL);
 #endif
 }
 
@@ -760,11 +787,42 @@ void k2m_conv2d_s8_s16(const k2m_window *g, const k2m_quant_s8 *q,
                        int16_t *scratch)
 {
 #if K2M_DSP
-    conv2d_s8_dsp(g, q, input, weights, bias, output, 1, scratch);
+    conv2d_s8_dsp(g, q, input, weights, bias, output, 1, scratch, NULL);
 #else
     (void)scratch;
-    conv2d_s8_core(g, q, input, weights, bias, output, 1);
+    conv2d_s8_core(g, q, input, weights, bias, output, 1, NULL);
 #endif
+}
+
+void k2m_conv2d_pool_s8(const k2m_window *g, const k2m_quant_s8 *q,
+                        const int8_t *input, const int8_t *weights,
+                        const int32_t *bias, const k2m_global_pool_s8 *pool,
+                        int8_t *output, int16_t *scratch)
+{
+    const int32_t out_c = g->out_c, n = g->out_h * g->out_w;
+    /* after the im2col columns: the pixel pair's outputs, then the sums */
+    int8_t *pair = (int8_t *)scratch + 4 * g->k_h * g->k_w * g->in_c;
+    int32_t *sums = (int32_t *)(void *)(pair + ((2 * out_c + 3) & ~3));
+    int32_t c;
+
+    for (c = 0; c < out_c; ++c) {
+        sums[c] = 0;
+    }
+#if K2M_DSP
+    conv2d_s8_dsp8(g, q, input, weights, bias, pair, scratch, sums);
+#else
+    (void)pair;
+    conv2d_s8_core(g, q, input, weights, bias, NULL, 0, sums);
+#endif
+    for (c = 0; c < out_c; ++c) {
+        const k2m_quant_s8 *m = pool->mean;
+        const int32_t v = m != NULL
+            ? k2m_requantize(sums[c] + n * m->input_offset, m->multiplier[0], m->shift[0])
+                  + m->output_offset
+            : k2m_div_round(sums[c], n);
+        output[c] = (int8_t)(m != NULL ? k2m_clamp_s32(v, m->act_min, m->act_max)
+                                       : k2m_clamp_s32(v, pool->act_min, pool->act_max));
+    }
 }
 
 void k2m_conv2d_f32(const k2m_window *g, float act_min, float act_max,

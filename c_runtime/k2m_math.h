@@ -85,6 +85,13 @@ static inline int32_t k2m_asr(int32_t x, int32_t n)
     return x >= 0 ? (x >> n) : ~((~x) >> n);
 }
 
+/* TFLite's average rounding: sum / count to nearest, ties away from zero
+ * (count > 0). */
+static inline int32_t k2m_div_round(int32_t sum, int32_t count)
+{
+    return sum > 0 ? (sum + count / 2) / count : (sum - count / 2) / count;
+}
+
 /* Stores an already clamped value as element `index` of an int8 or int16
  * buffer: lets one static loop serve an _s8 and an _s16 public kernel,
  * branching once per output element rather than per MAC. */

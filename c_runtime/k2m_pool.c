@@ -29,12 +29,6 @@ static void k2m_pool_window(const k2m_window *g, int32_t oy, int32_t ox,
     k2m_tap_range(w->x0, g->in_w, g->k_w, g->dil_w, &w->kx0, &w->kx1);
 }
 
-/* TFLite's average rounding: to nearest, ties away from zero. */
-static int32_t k2m_div_round(int32_t sum, int32_t count)
-{
-    return sum > 0 ? (sum + count / 2) / count : (sum - count / 2) / count;
-}
-
 #if K2M_DSP
 /* ---- Cortex-M4 DSP paths ------------------------------------------------
  * Four channels a word: max as SSUB8 (GE per byte where a >= b, signed)
