@@ -164,9 +164,9 @@ def overlap(graph, node) -> int | None:
     first = ((y[:, None] * in_w + x[None, :]) * si).astype(np.float64)
     first = np.where(y_ok[:, None] & x_ok[None, :], first, np.inf).ravel()
     suffix = np.minimum.accumulate(first[::-1])[::-1]
-    need = float(np.max((np.arange(first.size) + 1) * so - suffix))
+    need = max(float(np.max((np.arange(first.size) + 1) * so - suffix)), 0.0)  # -inf: no taps
     step = ALIGN if node.op != "depthwise_conv2d" else math.lcm(ALIGN, si)
-    return -(-max(int(need), 0) // step) * step
+    return -(-int(need) // step) * step
 
 
 def plan(graph) -> Plan:
