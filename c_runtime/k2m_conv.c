@@ -502,30 +502,21 @@ static int32_t conv_out_one(const k2m_quant_s8 *q, int fast, int32_t c,
  * All channel pairs of one pixel pair, for layers that pass
  * conv_fast_rq_ok: the MAC loop (two groups per iteration, an odd group
  * count entering at the second), then per channel the five-instruction
- * requantization, the clamp (a single SSAT when the clamp is the whole
- * output range) and the store.  Instantiated per output width and clamp
- * kind so those tests fold away. */
+ * requantization, the clamp of two outputs at once as int16 lanes (SSAT
+ * to 16 bits, PKHBT, SSUB16 / SEL against lo and hi in both lanes; SSAT
+ * alone for the whole int8 range), and the stores (int16: the packed word
+ * as it is). */
 typedef struct {
     const int8_t *weights;
     const int32_t *bias, *mult, *shift;
-    int32_t k, out_c, out_off, lo, hi;
+    int32_t k, out_c, out_off, lo2, hi2, sat, out16;
 } conv_ctx;
 
-static inline __attribute__((always_inline))
-int32_t conv_clamp(int32_t v, int32_t lo, int32_t hi, int out16, int sat)
-{
-    if (sat) {
-        return out16 ? __ssat(v, 16) : __ssat(v, 8);
-    }
-    return k2m_clamp_s32(v, lo, hi);
-}
-
-static inline __attribute__((always_inline))
-void conv_pairs_fast(const conv_ctx *x, const int16_t *col, void *out0,
-                     void *out1, int out16, int sat)
+static __attribute__((noinline))
+void conv_pairs_fast(const conv_ctx *x, const int16_t *col, void *out0, void *out1)
 {
     const int32_t k = x->k, n = k >> 2, r = k & 3;
-    const int32_t lo = x->lo, hi = x->hi;
+    const int32_t lo2 = x->lo2, hi2 = x->hi2, sat = x->sat, out16 = x->out16;
     /* ho = 2^e + out_off * 2^(e+1) = (1 + 2 out_off) << e */
     const uint32_t ho1 = 1u + ((uint32_t)x->out_off << 1);
     const int32_t *bp = x->bias, *mp = x->mult, *sp = x->shift;
@@ -602,53 +593,45 @@ void conv_pairs_fast(const conv_ctx *x, const int16_t *col, void *out0,
             rb.ls = (sb & ~k2m_asr(sb, 31)) + 1;
             rb.rs = eb + 1;
             rb.ho = (int32_t)(ho1 << eb);
-            a0 = conv_clamp(k2m_rqf_apply(&ra, a0), lo, hi, out16, sat);
-            a1 = conv_clamp(k2m_rqf_apply(&ra, a1), lo, hi, out16, sat);
-            b0 = conv_clamp(k2m_rqf_apply(&rb, b0), lo, hi, out16, sat);
-            b1 = conv_clamp(k2m_rqf_apply(&rb, b1), lo, hi, out16, sat);
+            a0 = k2m_rqf_apply(&ra, a0);
+            a1 = k2m_rqf_apply(&ra, a1);
+            b0 = k2m_rqf_apply(&rb, b0);
+            b1 = k2m_rqf_apply(&rb, b1);
         }
+        if (!out16 && sat) {
+            /* the whole int8 range: SSAT alone */
+            o0[0] = (int8_t)__ssat(a0, 8);
+            o0[1] = (int8_t)__ssat(b0, 8);
+            o1[0] = (int8_t)__ssat(a1, 8);
+            o1[1] = (int8_t)__ssat(b1, 8);
+            o0 += 2;
+            o1 += 2;
+            sp += 2;
+            mp += 2;
+            continue;
+        }
+        /* (channel A, channel B) of pixel A in a0, of pixel B in a1 */
+        a0 = k2m_clamp2_s16(k2m_pack_lo(__ssat(a0, 16), __ssat(b0, 16)), lo2, hi2);
+        a1 = k2m_clamp2_s16(k2m_pack_lo(__ssat(a1, 16), __ssat(b1, 16)), lo2, hi2);
         if (out16) {
-            ((int16_t *)(void *)o0)[0] = (int16_t)a0;
-            ((int16_t *)(void *)o0)[1] = (int16_t)b0;
-            ((int16_t *)(void *)o1)[0] = (int16_t)a1;
-            ((int16_t *)(void *)o1)[1] = (int16_t)b1;
+            k2m_st32(o0, a0);
+            k2m_st32(o1, a1);
             o0 += 4;
             o1 += 4;
         } else {
-            o0[0] = (int8_t)a0;
-            o0[1] = (int8_t)b0;
-            o1[0] = (int8_t)a1;
-            o1[1] = (int8_t)b1;
+            /* bytes 0 and 2 of each word, as one halfword */
+            a0 = (int32_t)__uxtb16((uint32_t)a0);
+            a1 = (int32_t)__uxtb16((uint32_t)a1);
+            a0 |= a0 >> 8;
+            a1 |= a1 >> 8;
+            memcpy(o0, &a0, 2);
+            memcpy(o1, &a1, 2);
             o0 += 2;
             o1 += 2;
         }
         sp += 2;
         mp += 2;
     } while (mp != m_end);
-}
-
-static __attribute__((noinline))
-void conv_pairs_s8_sat(const conv_ctx *x, const int16_t *col, void *o0, void *o1)
-{
-    conv_pairs_fast(x, col, o0, o1, 0, 1);
-}
-
-static __attribute__((noinline))
-void conv_pairs_s8_clamp(const conv_ctx *x, const int16_t *col, void *o0, void *o1)
-{
-    conv_pairs_fast(x, col, o0, o1, 0, 0);
-}
-
-static __attribute__((noinline))
-void conv_pairs_s16_sat(const conv_ctx *x, const int16_t *col, void *o0, void *o1)
-{
-    conv_pairs_fast(x, col, o0, o1, 1, 1);
-}
-
-static __attribute__((noinline))
-void conv_pairs_s16_clamp(const conv_ctx *x, const int16_t *col, void *o0, void *o1)
-{
-    conv_pairs_fast(x, col, o0, o1, 1, 0);
 }
 
 /* sums[c] += the int8 outputs of `pixels` pixels (out_c channels each). */
@@ -660,9 +643,8 @@ static void conv_pool_add(int32_t *sums, const int8_t *px, int32_t out_c, int32_
     }
 }
 
-/* always_inline: each public kernel gets its own copy with out_is_16bit a
- * constant, so the store's type test folds away. */
-static inline __attribute__((always_inline))
+/* The three public int8 kernels' loop (out_is_16bit, sums: see them). */
+static __attribute__((noinline))
 void conv2d_s8_dsp(const k2m_window *g, const k2m_quant_s8 *q,
                    const int8_t *input, const int8_t *weights,
                    const int32_t *bias, void *output,
@@ -676,8 +658,6 @@ void conv2d_s8_dsp(const k2m_window *g, const k2m_quant_s8 *q,
     void (*const im2col)(const k2m_window *, const int8_t *, int32_t, int32_t, int32_t,
                          int32_t, int16_t *) =
         conv_gather_ok(g, q->input_offset) ? im2col_gather : im2col_s8;
-    const int sat = out_is_16bit ? (lo == -32768 && hi == 32767)
-                                 : (lo == -128 && hi == 127);
     conv_ctx ctx;
     int32_t p, oc, oy = 0, ox = 0;
 
@@ -688,8 +668,10 @@ void conv2d_s8_dsp(const k2m_window *g, const k2m_quant_s8 *q,
     ctx.k = k;
     ctx.out_c = out_c;
     ctx.out_off = q->output_offset;
-    ctx.lo = lo;
-    ctx.hi = hi;
+    ctx.lo2 = (int32_t)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)lo << 16));
+    ctx.hi2 = (int32_t)(((uint32_t)hi & 0xFFFFu) | ((uint32_t)hi << 16));
+    ctx.sat = lo == -128 && hi == 127;
+    ctx.out16 = out_is_16bit;
 
     for (p = 0; p < n_px; p += 2) {
         /* pooled (sums): each pixel pair into `output`, then summed */
@@ -706,13 +688,8 @@ void conv2d_s8_dsp(const k2m_window *g, const k2m_quant_s8 *q,
                 ++oy;
             }
             if (fast && out_c >= 2) {
-                int8_t *o0 = (int8_t *)output + (n0 << out_is_16bit);
-                int8_t *o1 = (int8_t *)output + (n1 << out_is_16bit);
-                if (out_is_16bit) {
-                    (sat ? conv_pairs_s16_sat : conv_pairs_s16_clamp)(&ctx, col, o0, o1);
-                } else {
-                    (sat ? conv_pairs_s8_sat : conv_pairs_s8_clamp)(&ctx, col, o0, o1);
-                }
+                conv_pairs_fast(&ctx, col, (int8_t *)output + (n0 << out_is_16bit),
+                                (int8_t *)output + (n1 << out_is_16bit));
                 oc = out_c & ~1;
             } else {
                 oc = 0;
@@ -758,23 +735,12 @@ void conv2d_s8_dsp(const k2m_window *g, const k2m_quant_s8 *q,
 }
 #endif /* K2M_DSP */
 
-#if K2M_DSP
-/* The int8 output instance, shared by k2m_conv2d_s8 and k2m_conv2d_pool_s8. */
-static __attribute__((noinline))
-void conv2d_s8_dsp8(const k2m_window *g, const k2m_quant_s8 *q, const int8_t *input,
-                    const int8_t *weights, const int32_t *bias, int8_t *output,
-                    int16_t *col, int32_t *sums)
-{
-    conv2d_s8_dsp(g, q, input, weights, bias, output, 0, col, sums);
-}
-#endif
-
 void k2m_conv2d_s8(const k2m_window *g, const k2m_quant_s8 *q,
                    const int8_t *input, const int8_t *weights,
                    const int32_t *bias, int8_t *output, int16_t *scratch)
 {
 #if K2M_DSP
-    conv2d_s8_dsp8(g, q, input, weights, bias, output, scratch, NULL);
+    conv2d_s8_dsp(g, q, input, weights, bias, output, 0, scratch, NULL);
 #else
     (void)scratch;
     conv2d_s8_core(g, q, input, weights, bias, output, 0, NULL);
@@ -809,7 +775,7 @@ void k2m_conv2d_pool_s8(const k2m_window *g, const k2m_quant_s8 *q,
         sums[c] = 0;
     }
 #if K2M_DSP
-    conv2d_s8_dsp8(g, q, input, weights, bias, pair, scratch, sums);
+    conv2d_s8_dsp(g, q, input, weights, bias, pair, 0, scratch, sums);
 #else
     (void)pair;
     conv2d_s8_core(g, q, input, weights, bias, NULL, 0, sums);
