@@ -539,15 +539,24 @@ void conv_pairs_fast(const conv_ctx *x, const int16_t *col, void *out0, void *ou
         if (n > 0) {
             int32_t x0, x1, x2, x3, w, wl = n;
             __asm__ volatile(
-                "adds   lr, %[wl], #1\n\t"
-                "lsrs   lr, lr, #1\n\t"   /* (n + 1) / 2 iterations */
-                "bcc    2f\n"             /* n odd: enter at the second group */
-                "1:\n\t"
+                /* four groups an iteration, (n + 3) / 4 iterations; the
+                 * first enters (TBB) where n % 4 groups are left */
+                "adds   lr, %[wl], #3\n\t"
+                "lsrs   lr, lr, #2\n\t"
+                "and    %[wl], %[wl], #3\n\t"
+                "tbb    [pc, %[wl]]\n"
+                "0:\n\t"
+                ".byte  (4f - 0b) / 2, (1f - 0b) / 2, (2f - 0b) / 2, (3f - 0b) / 2\n"
+                "4:\n\t"
+                K2M_GROUP_ASM
+                "3:\n\t"
                 K2M_GROUP_ASM
                 "2:\n\t"
                 K2M_GROUP_ASM
+                "1:\n\t"
+                K2M_GROUP_ASM
                 "subs   lr, lr, #1\n\t"
-                "bne    1b\n\t"
+                "bne    4b\n\t"
                 K2M_GROUP_OPS
                 : : "cc", "memory", "lr");
         }
