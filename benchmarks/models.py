@@ -2,6 +2,7 @@
 
     python benchmarks/models.py [--models digits,kws,resnet8,ad,vww] [--out build/bench]
                                 [--json FILE] [--layers]
+    python benchmarks/models.py --from-json FILE    # the table of an earlier --json
 
 For each model: export to int8, build `PREFIX_invoke` for the Cortex-M4
 (arm-none-eabi-gcc -O2) and run one inference under QEMU (mps2-an386) with
@@ -187,7 +188,12 @@ def main():
     ap.add_argument("--out", default="build/bench")
     ap.add_argument("--json", help="write the figures to this file")
     ap.add_argument("--layers", action="store_true", help="add a per-layer table (DSP build)")
+    ap.add_argument("--from-json", metavar="FILE",
+                    help="print the table of a JSON file written by --json, run nothing")
     args = ap.parse_args()
+    if args.from_json:
+        print(markdown(json.loads(Path(args.from_json).read_text())["models"]))
+        return
     if not M4RUN.exists():
         sys.exit(f"{M4RUN} not found: the benchmark needs ../shared/tools/m4run")
     names = args.models.split(",")

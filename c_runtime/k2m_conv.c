@@ -667,6 +667,12 @@ void conv2d_s8_dsp(const k2m_window *g, const k2m_quant_s8 *q,
     void (*const im2col)(const k2m_window *, const int8_t *, int32_t, int32_t, int32_t,
                          int32_t, int16_t *) =
         conv_gather_ok(g, q->input_offset) ? im2col_gather : im2col_s8;
+    /* pointwise, no stride or padding, whole groups: a pixel's column is
+     * its channels widened, no window to work out */
+    const int pointwise = g->k_h == 1 && g->k_w == 1 && g->stride_h == 1 && g->stride_w == 1
+        && g->pad_top == 0 && g->pad_left == 0 && (g->in_c & 3) == 0;
+    const int32_t off2 = (int32_t)(((uint32_t)q->input_offset & 0xFFFFu)
+                                   | ((uint32_t)q->input_offset << 16));
     conv_ctx ctx;
     int32_t p, oc, oy = 0, ox = 0;
 
@@ -685,13 +691,21 @@ void conv2d_s8_dsp(const k2m_window *g, const k2m_quant_s8 *q,
     for (p = 0; p < n_px; p += 2) {
         /* pooled (sums): each pixel pair into `output`, then summed */
         const int32_t n0 = sums != NULL ? 0 : p * out_c, n1 = n0 + out_c;
-        im2col(g, input, q->input_offset, oy, ox, 0, col);
+        if (pointwise) {
+            col_words(col, input + p * g->in_c, k >> 2, off2);
+        } else {
+            im2col(g, input, q->input_offset, oy, ox, 0, col);
+        }
         if (++ox == out_w) {
             ox = 0;
             ++oy;
         }
         if (p + 1 < n_px) {
-            im2col(g, input, q->input_offset, oy, ox, 1, col);
+            if (pointwise) {
+                col_words(col + 4, input + (p + 1) * g->in_c, k >> 2, off2);
+            } else {
+                im2col(g, input, q->input_offset, oy, ox, 1, col);
+            }
             if (++ox == out_w) {
                 ox = 0;
                 ++oy;

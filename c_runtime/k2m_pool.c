@@ -213,38 +213,9 @@ void k2m_avg_pool_f32(const k2m_window *g, float act_min, float act_max,
 void k2m_mean_s8(int32_t spatial, int32_t channels, const k2m_quant_s8 *q,
                  const int8_t *input, int8_t *output)
 {
-    int32_t c = 0, p;
+    int32_t c, p;
 
-#if K2M_DSP
-    /* four channels at a time, in chunks of 256 positions (int16 lanes) */
-    k2m_rqf r;
-    const int64_t bound = (int64_t)spatial * (128 + (q->input_offset < 0 ? -(int64_t)q->input_offset
-                                                                        : q->input_offset));
-    if (spatial < (1 << 22) && k2m_rqf_init(&r, q->multiplier[0], q->shift[0],
-                                            q->output_offset, bound)) {
-        for (; c + 4 <= channels; c += 4) {
-            int32_t sum[4] = {0, 0, 0, 0}, j;
-            for (p = 0; p < spatial; ) {
-                const int32_t end = spatial - p > 256 ? p + 256 : spatial;
-                int32_t s02 = 0, s13 = 0;
-                for (; p < end; ++p) {
-                    const int32_t x = k2m_ld32(input + p * channels + c);
-                    s02 = __sxtab16(s02, x);
-                    s13 = k2m_sxtab16_ror8(s13, x);
-                }
-                sum[0] += (int16_t)s02;
-                sum[1] += (int16_t)s13;
-                sum[2] += k2m_asr(s02, 16);
-                sum[3] += k2m_asr(s13, 16);
-            }
-            for (j = 0; j < 4; ++j) {
-                output[c + j] = (int8_t)k2m_clamp_s32(
-                    k2m_rqf_apply(&r, sum[j] + spatial * q->input_offset), q->act_min, q->act_max);
-            }
-        }
-    }
-#endif
-    for (; c < channels; ++c) {
+    for (c = 0; c < channels; ++c) {
         const int8_t *src = input + c;
         int32_t sum = 0;
         for (p = 0; p < spatial; ++p) {

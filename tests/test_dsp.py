@@ -24,7 +24,7 @@ Cases, by kernel path:
   3x3 row ring (horizontal stride 1 and 2, any vertical stride, widths and
   paddings of both parities, 1-17 channels: 4-channel groups and the tail);
 - pools: max and average (the SIMD path and, beyond 256 taps, the scalar
-  one), mean (chunks of 256 positions), padding, dilation;
+  one), padding, dilation; mean;
 - conv fused with its global pooling (k2m_conv2d_pool_s8, average and mean);
 - add (TFLite's parameters, as exporter/quantize.py derives them; Subtract's
   negated multiplier), mul;
