@@ -1,5 +1,7 @@
-"""Instructions and cycles_est of the int8 kernels on the emulated Cortex-M4,
-DSP path against the portable path.
+"""Instructions and cycles_est of the int8 kernels on the emulated Cortex-M4
+(conv, depthwise, fully connected, pools, add, mul, recurrent, attention's
+matmuls, the squeeze-and-excitation multiply, normalization), DSP path
+against the portable path.
 
 Run from the repository root:
 
@@ -19,7 +21,9 @@ one output channel a positive (left) requantization shift, as trained
 weights do.  Recurrent layers (SimpleRNN / LSTM / GRU over a whole sequence)
 count MACs as steps * gates * units * (features + units): the input and the
 recurrent matmuls; the per-step gate arithmetic (requantization, tables,
-state update) is in the instructions but not in the MACs.  --hot N / --mix
+state update) is in the instructions but not in the MACs; the SE multiply
+counts one unit per element, the normalization kernel (k2m_norm.c, its own
+table) one per element.  --hot N / --mix
 print m4run's hottest instructions / instruction mix of the DSP build of each
 shape.  Needs arm-none-eabi-gcc and qemu-system-arm (see
 ../shared/tools/README-m4run.md).
@@ -97,6 +101,32 @@ def rnn(name, cell, steps, features, units, flags=0):
                 left=False)
 
 
+def matmul(which, t, heads, dk):
+    """One of attention's matmuls over T = S tokens, `heads` heads of dk:
+    "qk" the scores Q K^T (m = T, n = S, k = dk per head; int16 out, a
+    softmax reads it), "av" P V^T (m = T, n = dk, k = S; P's zero point
+    -128)."""
+    s = t
+    if which == "qk":
+        d = dict(m=t, n=s, k=dk, a_row=heads * dk, b_row=heads * dk, c_row=s,
+                 batch=(heads, dk, dk, t * s), n_a=t * heads * dk, n_b=s * heads * dk,
+                 n_c=heads * t * s, a_offset=3, b_offset=-2)
+    else:
+        d = dict(m=t, n=dk, k=s, a_row=s, b_row=s, c_row=heads * dk,
+                 batch=(heads, t * s, dk * s, dk), n_a=heads * t * s, n_b=heads * dk * s,
+                 n_c=t * heads * dk, a_offset=128, b_offset=-2)
+    name = f"matmul {which.upper()} T=S={t}, dk={dk}, H={heads}"
+    return dict(kind="matmul", name=name, d=d, work=heads * t * s * dk, s16=which == "qk",
+                left=False)
+
+
+def se_multiply(name, positions, channels):
+    """The squeeze-and-excitation multiply (H*W, C) x (C,): "MACs" are the
+    elements (one product and one requantization each)."""
+    return dict(kind="se", name=name, positions=positions, channels=channels,
+                work=positions * channels, s16=False, left=False)
+
+
 SHAPES = [
     conv("conv 3x3 16->32, 16x16, same", 16, 16, 16, 32, 3, 3),
     conv("conv 3x3 16->32, 16x16, same (s8_s16)", 16, 16, 16, 32, 3, 3, s16=True),
@@ -132,6 +162,11 @@ SHAPES = [
     rnn("gru 32 units, 50 steps x 3, reset_before", "gru", 50, 3, 32),
     rnn("simple_rnn 32 units, 50 steps x 8", "simple_rnn", 50, 8, 32),
     rnn("lstm 128 units, 20 steps x 40, sequences", "lstm", 20, 40, 128, flags=2),
+    *[matmul(which, t, heads, dk) for t, dk, heads in
+      ((16, 8, 4), (32, 16, 2), (64, 16, 1), (64, 32, 4), (16, 64, 2), (64, 64, 1))
+      for which in ("qk", "av")],
+    se_multiply("SE multiply (16x16, 32) x (32,)", 256, 32),
+    se_multiply("SE multiply (7x7, 96) x (96,)", 49, 96),
 ]
 
 PROGRAM = r"""
@@ -299,6 +334,166 @@ def rnn_program(s):
         setup=setup, call=call)
 
 
+# attention matmuls and the SE multiply: random int8 operands, scales as
+# an exporter would pick them (outputs mostly inside the int8 range)
+MATMUL_PROGRAM = r"""
+#include <stdio.h>
+#include <stdint.h>
+#include "k2m.h"
+#include "m4bench.h"
+
+static uint32_t seed = 12345u;
+static int32_t rnd(void) { seed = seed * 1664525u + 1013904223u; return (int32_t)(seed >> 8); }
+
+static int8_t a[%(n_a)d], b[%(n_b)d];
+static %(out_t)s c[%(n_c)d];
+
+int main(void)
+{
+    int32_t i;
+    uint32_t sum = 0;
+    for (i = 0; i < %(n_a)d; ++i) a[i] = (int8_t)(rnd() & 0xFF);
+    for (i = 0; i < %(n_b)d; ++i) b[i] = (int8_t)(rnd() & 0xFF);
+    {
+        %(setup)s
+        bench_begin();
+        %(call)s;
+        bench_end();
+    }
+    for (i = 0; i < %(n_c)d; ++i) sum = sum * 31u + (uint32_t)(uint16_t)c[i];
+    printf("checksum %%08lx\n", (unsigned long)sum);
+    return 0;
+}
+"""
+
+
+def matmul_program(s):
+    if s["kind"] == "se":
+        n, ch = s["positions"], s["channels"]
+        setup = ("const k2m_broadcast_dims d = {{1, 1, 1, 1, %d, %d}, {0, 0, 0, 0, %d, 1}, "
+                 "{0, 0, 0, 0, 0, 1}};\n"
+                 "        const k2m_binary_s8_params p = {3, 0, 0, 128, 0, 0, 0, -5, "
+                 "0x50000000, -8, -128, 127};" % (n, ch, ch))
+        return MATMUL_PROGRAM % dict(n_a=n * ch, n_b=ch, n_c=n * ch, out_t="int8_t", setup=setup,
+                                     call="k2m_broadcast_mul_s8(&d, &p, a, b, c)")
+    d = s["d"]
+    # accumulators ~ sqrt(k) * 74 * 74 (|offset| 128: ~148): a few hundred
+    # (int8) or thousands (int16) of output steps
+    spread = math.log2(d["k"] ** 0.5 * (148 if d["a_offset"] == 128 else 74) * 74)
+    shift = int(round((13 if s["s16"] else 6) - spread))
+    act = "-32768, 32767" if s["s16"] else "-128, 127"
+    h, sa, sb, sc = d["batch"]
+    setup = ("const k2m_matmul_dims d = {%d, %d, %d, %d, %d, %d, {1, 1, %d}, {0, 0, %d}, "
+             "{0, 0, %d}, {0, 0, %d}};\n"
+             "        const k2m_matmul_s8_params p = {%d, %d, %d, 0x5A000000, %d, %s};"
+             % (d["m"], d["n"], d["k"], d["a_row"], d["b_row"], d["c_row"], h, sa, sb, sc,
+                d["a_offset"], d["b_offset"], 0 if s["s16"] else -3, shift, act))
+    fn = "k2m_matmul_s8_s16" if s["s16"] else "k2m_matmul_s8"
+    return MATMUL_PROGRAM % dict(n_a=d["n_a"], n_b=d["n_b"], n_c=d["n_c"],
+                                 out_t="int16_t" if s["s16"] else "int8_t", setup=setup,
+                                 call=f"{fn}(&d, &p, a, b, c)")
+
+
+# Normalization (k2m_norm.c): the work unit is an element, the figure
+# instructions and m4run's cycles_est per element.  A time-series
+# transformer's LayerNormalization: 64 steps of 128 features, per-feature
+# gamma/beta, epsilon as the exporter puts it for scale 0.05 (1e-6 * 128^2
+# / 0.05^2 with 20 fractional bits).
+NORM_SHAPES = [
+    dict(name="layernorm (64, 128), last axis", mode="K2M_NORM_LAYER", dims=(64, 1, 1, 128),
+         params=128, stride=(0, 0, 1), eps_bits=20, eps=6871948),
+    dict(name="groupnorm 8x8x32, 8 groups", mode="K2M_NORM_LAYER", dims=(1, 64, 8, 4),
+         params=32, stride=(0, 4, 1), eps_bits=20, eps=27487791),
+    dict(name="rmsnorm (64, 128)", mode="K2M_NORM_RMS", dims=(64, 1, 1, 128),
+         params=128, stride=(0, 0, 1), eps_bits=20, eps=6871948),
+]
+
+NORM_PROGRAM = r"""
+#include <stdio.h>
+#include <stdint.h>
+#include "k2m.h"
+#include "m4bench.h"
+
+static uint32_t seed = 12345u;
+static int32_t rnd(void) { seed = seed * 1664525u + 1013904223u; return (int32_t)(seed >> 8); }
+
+static int8_t input[%(n)d], output[%(n)d];
+static int32_t gamma_mult[%(params)d], beta[%(params)d];
+
+int main(void)
+{
+    int32_t i;
+    uint32_t sum = 0;
+    static const k2m_norm_dims d = {%(dims)s};
+    const k2m_norm_s8_params p = {%(mode)s, 5, %(eps_bits)d, %(eps)dull, gamma_mult, 5, beta,
+                                  {%(stride)s}, -3, -128, 127};
+    for (i = 0; i < %(n)d; ++i) input[i] = (int8_t)((rnd() %% 61) - 30);
+    for (i = 0; i < %(params)d; ++i) {
+        gamma_mult[i] = 0x40000000 + (rnd() & 0x3FFFFFFF);
+        beta[i] = (rnd() %% 4096) - 2048;
+    }
+    bench_begin();
+    k2m_norm_s8(&d, &p, input, output);
+    bench_end();
+    for (i = 0; i < %(n)d; ++i) sum = sum * 31u + (uint32_t)(uint8_t)output[i];
+    printf("checksum %%08lx\n", (unsigned long)sum);
+    return 0;
+}
+"""
+
+
+def norm_program(s):
+    n = math.prod(s["dims"])
+    return NORM_PROGRAM % dict(n=n, params=s["params"], dims=", ".join(map(str, s["dims"])),
+                               mode=s["mode"], eps_bits=s["eps_bits"], eps=s["eps"],
+                               stride=", ".join(map(str, s["stride"])))
+
+
+def run_norm(m4run, src, elements, portable):
+    """(instructions, cycles_est, checksum) of one k2m_norm_s8 call."""
+    cmd = [str(m4run), "--work", str(elements), "--cycles", "-I", str(RUNTIME)]
+    if portable:
+        cmd += ["-D", "K2M_PORTABLE"]
+    cmd += [str(src), str(RUNTIME / "k2m_norm.c")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        sys.exit(f"m4run failed ({out.returncode}): {' '.join(cmd)}\n{out.stdout}\n{out.stderr}")
+    instr = int(re.search(r"instructions:\s*(\d+)", out.stdout).group(1))
+    cycles = int(re.search(r"cycles_est:\s*(\d+)", out.stdout).group(1))
+    return instr, cycles, re.search(r"checksum (\w+)", out.stdout).group(1)
+
+
+def norm_rows(m4run, tmp, only):
+    rows = []
+    for i, s in enumerate(sh for sh in NORM_SHAPES if only in sh["name"]):
+        src = Path(tmp) / f"norm_{i}.c"
+        src.write_text(norm_program(s))
+        n = math.prod(s["dims"])
+        dsp, dsp_cyc, c1 = run_norm(m4run, src, n, portable=False)
+        port, port_cyc, c2 = run_norm(m4run, src, n, portable=True)
+        if c1 != c2:
+            sys.exit(f"{s['name']}: DSP and portable outputs differ ({c1} != {c2})")
+        rows.append((s["name"], n, dsp, dsp / n, dsp_cyc / n, port, port / n, port_cyc / n))
+    return rows
+
+
+def print_norm(rows, markdown):
+    head = ("norm shape", "elements", "instr DSP", "instr/elem DSP", "cycles_est/elem DSP",
+            "instr portable", "instr/elem portable", "cycles_est/elem portable")
+    if markdown:
+        print("\n| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for r in rows:
+            print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.2f} | {r[4]:.2f} | {r[5]} | {r[6]:.2f} "
+                  f"| {r[7]:.2f} |")
+    else:
+        print(f"\n{'norm shape':36} {'elements':>8} {'DSP':>9} {'/elem':>6} {'cyc/elem':>8} "
+              f"{'portable':>9} {'/elem':>6} {'cyc/elem':>8}")
+        for r in rows:
+            print(f"{r[0]:36} {r[1]:8d} {r[2]:9d} {r[3]:6.2f} {r[4]:8.2f} {r[5]:9d} "
+                  f"{r[6]:6.2f} {r[7]:8.2f}")
+
+
 WINDOW_FIELDS = ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "k_w",
                  "stride_h", "stride_w", "dil_h", "dil_w", "pad_top", "pad_left")
 # Add parameters of ResNet-8's first residual add (as the exporter gives them);
@@ -306,12 +501,14 @@ WINDOW_FIELDS = ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "k_w"
 ADD_PARAMS = "128, 1528642219, -2, 13, 1073741824, 0, 20, -128, 1504313327, -18, -128, 127"
 MUL_PARAMS = "3, 0, 0, -7, 0, 0, 0, 5, 1717986918, -2, -128, 127"
 SOURCES = ("k2m_conv.c", "k2m_depthwise.c", "k2m_fully_connected.c", "k2m_recurrent.c",
-           "k2m_pool.c", "k2m_elementwise.c")
+           "k2m_pool.c", "k2m_elementwise.c", "k2m_matmul.c", "k2m_broadcast.c")
 
 
 def program(s):
     if s["kind"] == "rnn":
         return rnn_program(s)
+    if s["kind"] in ("matmul", "se"):
+        return matmul_program(s)
     kind, g = s["kind"], s.get("g")
     window = ("const k2m_window g = {%s};" % ", ".join(str(g[k]) for k in WINDOW_FIELDS)
               if g else "")
@@ -391,6 +588,7 @@ def main():
             w = s["work"]
             rows.append((s["kind"], s["name"], w, dsp, dsp_c, dsp_c / w, port, port_c,
                          port_c / w, port_c / dsp_c))
+        norms = norm_rows(args.m4run, tmp, args.only)
     head = ("kernel", "shape", "work", "instr DSP", "cycles_est DSP", "cycles/work DSP",
             "instr portable", "cycles_est portable", "cycles/work portable", "speed-up")
     if args.markdown:
@@ -405,6 +603,8 @@ def main():
         for r in rows:
             print(f"{r[0]:8} {r[1]:56} {r[2]:9d} {r[3]:10d} {r[4]:10d} {r[5]:7.3f} {r[6]:10d} "
                   f"{r[7]:10d} {r[8]:7.3f} {r[9]:7.2f}x")
+    if norms:
+        print_norm(norms, args.markdown)
 
 
 if __name__ == "__main__":

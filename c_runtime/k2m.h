@@ -77,7 +77,7 @@ void k2m_conv2d_f32(const k2m_window *g, float act_min, float act_max,
  * per channel, without storing the map (the exporter fuses a conv with a
  * following global AveragePooling2D / GlobalAveragePooling2D): per channel
  * the sum s of the out_h * out_w outputs k2m_conv2d_s8 would store, then
- *   mean == NULL: k2m_avg_pool_s8's clamp(div_round(s, out_h * out_w),
+  *   mean == NULL: k2m_avg_pool_s8's clamp(div_nearest(s, out_h * out_w),
  *                 act_min, act_max)
  *   otherwise:    k2m_mean_s8's clamp(requantize(s + n * input_offset,
  *                 multiplier[0], shift[0]) + output_offset) with *mean.
@@ -162,11 +162,64 @@ void k2m_mul_s8(const k2m_binary_s8_params *p, const int8_t *input1,
 void k2m_max_min_s8(const k2m_binary_s8_params *p, int32_t is_max,
                     const int8_t *input1, const int8_t *input2, int8_t *output,
                     int32_t size);
+/* k2m_binary_f32 takes SUB..AVG; ADD and DIV are k2m_broadcast_f32's. */
 typedef enum {
-    K2M_BINARY_SUB, K2M_BINARY_MUL, K2M_BINARY_MAX, K2M_BINARY_MIN, K2M_BINARY_AVG
+    K2M_BINARY_SUB, K2M_BINARY_MUL, K2M_BINARY_MAX, K2M_BINARY_MIN, K2M_BINARY_AVG,
+    K2M_BINARY_ADD, K2M_BINARY_DIV
 } k2m_binary_op;
 void k2m_binary_f32(k2m_binary_op op, const float *input1, const float *input2,
                     float *output, int32_t size, float act_min, float act_max);
+
+/* ---- broadcasting binary ops (k2m_broadcast.c) -----------------------
+ * output = input1 <op> input2 with numpy's broadcasting.  The output is a
+ * contiguous row-major box of K2M_BROADCAST_DIMS axes (outermost first;
+ * the exporter pads with leading axes of count 1); stride1/stride2 give
+ * each input's element stride along every axis, 0 where that input is
+ * broadcast.  The exporter merges adjacent axes that broadcast alike, so
+ * the per-channel case (H, W, C) with (C,) or (1, 1, C), either operand
+ * first, is the box (H*W, C) with strides (C, 1) and (0, 1): the
+ * squeeze-and-excitation multiply.  In place is allowed: output may be
+ * either input that has the output's shape (each element is read before it
+ * is written, and by no other output).
+ *
+ * int8, per element: add/sub/avg are k2m_add_s8's arithmetic, mul
+ * k2m_mul_s8's, max/min k2m_max_min_s8's (same params; sub and avg as
+ * there), except that every requantization whose shift is a left shift
+ * saturates instead of wrapping when acc << shift leaves int32
+ * (k2m_rq_apply_sat: the exact result is beyond every clamp then).
+ * Division, with n = input1 + input1_offset, d = input2 + input2_offset
+ * (both within [-255, 255]) and F = left_shift (the exporter uses 22):
+ *   d != 0:  t = k2m_div_nearest(n * 2^F, d)  (round half away from zero,
+ *                                            |t| < 2^30)
+ *            out = clamp(k2m_rq_apply_sat(t, output_multiplier,
+ *                        output_shift) + output_offset)
+ *   d == 0:  act_max if n > 0, act_min if n < 0, and
+ *            clamp(output_offset) for 0 / 0 (NaN -> the zero point, as
+ *            k2m_quantize_f32_s8 maps it)
+ * with the multiplier for s1 / (s2 * s_out * 2^F): the quotient keeps F
+ * fraction bits, so its rounding moves the output by at most
+ * multiplier * 2^-F / 2 steps.  The exporter caps the multiplier at 1/2
+ * (shift <= 0): beyond it every nonzero quotient saturates anyway. */
+#define K2M_BROADCAST_DIMS 6
+typedef struct {
+    int32_t count[K2M_BROADCAST_DIMS];
+    int32_t stride1[K2M_BROADCAST_DIMS];
+    int32_t stride2[K2M_BROADCAST_DIMS];
+} k2m_broadcast_dims;
+void k2m_broadcast_add_s8(const k2m_broadcast_dims *d, const k2m_binary_s8_params *p,
+                          const int8_t *input1, const int8_t *input2, int8_t *output);
+void k2m_broadcast_mul_s8(const k2m_broadcast_dims *d, const k2m_binary_s8_params *p,
+                          const int8_t *input1, const int8_t *input2, int8_t *output);
+void k2m_broadcast_max_min_s8(const k2m_broadcast_dims *d, const k2m_binary_s8_params *p,
+                              int32_t is_max, const int8_t *input1, const int8_t *input2,
+                              int8_t *output);
+void k2m_broadcast_div_s8(const k2m_broadcast_dims *d, const k2m_binary_s8_params *p,
+                          const int8_t *input1, const int8_t *input2, int8_t *output);
+/* float: one float32 operation per element (avg: (a + b) * 0.5f, div:
+ * IEEE division, x / 0 is inf or NaN as in Keras), then the clamp. */
+void k2m_broadcast_f32(k2m_binary_op op, const k2m_broadcast_dims *d,
+                       const float *input1, const float *input2, float *output,
+                       float act_min, float act_max);
 
 /* ---- 3-D convolution and pooling (k2m_conv3d.c) ---------------------
  * NDHWC without the batch; axes in the arrays are (depth, height, width).
@@ -204,6 +257,46 @@ void k2m_fully_connected_f32(const k2m_fc_dims *d, float act_min, float act_max,
                              const float *input, const float *weights,
                              const float *bias, float *output);
 
+/* ---- batched matrix product (k2m_matmul.c) ---------------------------
+ * Both operands are tensors with k contiguous ("NT" form: B given as n
+ * rows of k, attention's Q K^T directly, A V as P (V^T)):
+ *   c[off_c + i * c_row + j] = sum_{t < k} a[off_a + i * a_row + t]
+ *                                          * b[off_b + j * b_row + t]
+ * for i < m, j < n and every batch (i0, i1, i2) < batch_count, with
+ * off_x = i0 * x_batch[0] + i1 * x_batch[1] + i2 * x_batch[2] (unused
+ * levels: count 1).  Strides count elements.  c must not overlap a or b.
+ * int8: a and b asymmetric with their own zero points (a_offset,
+ * b_offset = -zero point), the exact int32 sum of
+ * (a + a_offset) * (b + b_offset) (the exporter keeps k <= 32767, so no
+ * partial sum of either path leaves int32),
+ * requantized once per tensor:
+ *   out = clamp(k2m_rq_apply_sat(acc, multiplier, shift) + output_offset)
+ * k2m_matmul_s8_s16 stores the same value clamped to [act_min, act_max]
+ * within int16 (symmetric, output_offset 0): attention scores that only a
+ * softmax reads keep 16 bits.  The DSP path accumulates sum (a +
+ * a_offset) * b four b rows at a time (SMLAD) and adds b_offset * sum (a +
+ * a_offset) per a row: the same integers, bit for bit.  No scratch. */
+#define K2M_MATMUL_LEVELS 3
+typedef struct {
+    int32_t m, n, k;
+    int32_t a_row, b_row, c_row;
+    int32_t batch_count[K2M_MATMUL_LEVELS];
+    int32_t a_batch[K2M_MATMUL_LEVELS], b_batch[K2M_MATMUL_LEVELS];
+    int32_t c_batch[K2M_MATMUL_LEVELS];
+} k2m_matmul_dims;
+typedef struct {
+    int32_t a_offset, b_offset, output_offset;
+    int32_t multiplier, shift;
+    int32_t act_min, act_max;
+} k2m_matmul_s8_params;
+void k2m_matmul_s8(const k2m_matmul_dims *d, const k2m_matmul_s8_params *p,
+                   const int8_t *a, const int8_t *b, int8_t *c);
+void k2m_matmul_s8_s16(const k2m_matmul_dims *d, const k2m_matmul_s8_params *p,
+                       const int8_t *a, const int8_t *b, int16_t *c);
+/* float: sum in float32 in order of t, then the clamp. */
+void k2m_matmul_f32(const k2m_matmul_dims *d, float act_min, float act_max,
+                    const float *a, const float *b, float *c);
+
 /* ---- pooling (k2m_pool.c); in_c == out_c; int8 in/out share scale and
  * zero point, so act_min/act_max are the only parameters.  int8 average
  * rounds to nearest, ties away from zero (TFLite).  A window with no pixel
@@ -223,6 +316,36 @@ void k2m_avg_pool_f32(const k2m_window *g, float act_min, float act_max,
  * input_scale / (output_scale * spatial). */
 void k2m_mean_s8(int32_t spatial, int32_t channels, const k2m_quant_s8 *q,
                  const int8_t *input, int8_t *output);
+
+/* ---- reduction over one axis (k2m_reduce.c) ---------------------------
+ * The input viewed as row-major (outer, length, inner) is reduced over the
+ * middle axis: output[a * inner + c] from input[(a * length + b) * inner
+ * + c], b = 0 .. length - 1.  Not in place.
+ * int8 mean and sum (TFLite's MEAN / SUM): the int32 sum of
+ * q + input_offset over b, then
+ *   out = clamp(k2m_rq_apply_sat(sum, multiplier, shift) + output_offset)
+ * with the multiplier for input_scale / (output_scale * length) (mean) or
+ * input_scale / output_scale (sum); the exporter keeps 255 * length below
+ * 2^31.  int8 max and min keep the input's scale and zero point: the
+ * largest or smallest q, then the clamp.  float: sum in float32 in order
+ * of b, mean = sum / length. */
+typedef struct {
+    int32_t outer, length, inner;
+} k2m_reduce_dims;
+typedef struct {
+    int32_t input_offset, output_offset;
+    int32_t multiplier, shift;
+    int32_t act_min, act_max;
+} k2m_reduce_s8_params;
+void k2m_reduce_sum_s8(const k2m_reduce_dims *d, const k2m_reduce_s8_params *p,
+                       const int8_t *input, int8_t *output);
+void k2m_reduce_max_min_s8(const k2m_reduce_dims *d, int32_t is_max, int32_t act_min,
+                           int32_t act_max, const int8_t *input, int8_t *output);
+typedef enum {
+    K2M_REDUCE_MEAN, K2M_REDUCE_SUM, K2M_REDUCE_MAX, K2M_REDUCE_MIN
+} k2m_reduce_fn;
+void k2m_reduce_f32(k2m_reduce_fn fn, const k2m_reduce_dims *d, float act_min,
+                    float act_max, const float *input, float *output);
 
 /* ---- activations (k2m_activation.c) ---------------------------------- */
 /* Any elementwise int8 function through a 256-entry table computed by the
@@ -283,7 +406,26 @@ typedef enum {
     K2M_ACT_SOFTPLUS,
     K2M_ACT_SOFTSIGN,
     K2M_ACT_EXPONENTIAL,
-    K2M_ACT_MISH
+    K2M_ACT_MISH,
+    /* functions of keras.ops nodes; alpha is the op's constant */
+    K2M_ACT_AFFINE,       /* alpha * x + threshold: x * c + d with scalars */
+    K2M_ACT_SQUARE,       /* x * x */
+    K2M_ACT_SQRT,
+    K2M_ACT_RSQRT,        /* 1 / sqrt(x) */
+    K2M_ACT_ABS,
+    K2M_ACT_LOG,
+    K2M_ACT_LOG1P,
+    K2M_ACT_EXPM1,
+    K2M_ACT_RECIPROCAL,   /* 1 / x */
+    K2M_ACT_RDIV,         /* alpha / x */
+    K2M_ACT_POW,          /* x ** alpha */
+    K2M_ACT_RPOW,         /* alpha ** x */
+    K2M_ACT_SIGN,         /* -1, 0 or 1 (NaN stays NaN) */
+    K2M_ACT_ERF,
+    K2M_ACT_SIN,
+    K2M_ACT_COS,
+    K2M_ACT_FLOOR,
+    K2M_ACT_CEIL
 } k2m_act_fn;
 void k2m_activation_f32(k2m_act_fn fn, const float *input, float *output,
                         int32_t size, float alpha, float threshold);
@@ -469,6 +611,91 @@ void k2m_lstm_s8(const k2m_rnn_dims *d, const k2m_lstm_s8_params *p,
 void k2m_gru_s8(const k2m_rnn_dims *d, const k2m_gru_s8_params *p,
                 const int8_t *input, int8_t *output, int16_t *state,
                 int16_t *scratch);
+
+/* ---- normalization (k2m_norm.c int8, k2m_norm_f32.c float) ------------
+ * LayerNormalization, GroupNormalization, RMSNormalization and
+ * UnitNormalization as one kernel.  The tensor is viewed row-major as
+ * (a, b, c, d) (k2m_norm_dims); the statistics are taken over b and d,
+ * separately for each of the a * c groups of n = b * d elements:
+ *   LayerNormalization over trailing axes of F values: (rows, 1, 1, F);
+ *   over the first axis of (T, F): (1, T, F, 1);
+ *   GroupNormalization, G groups of (H, W, C): (1, H * W, G, C / G).
+ * Element (a, b, c, d) uses parameter j = b * param_stride[0] +
+ * c * param_stride[1] + d * param_stride[2] (gamma[j], beta[j]).
+ * Modes (Keras's float formulas, population variance):
+ *   LAYER        (x - mean) * rsqrt(var + eps) * gamma + beta
+ *   RMS          x * rsqrt(mean(x^2) + eps) * gamma + beta   (RMSNormalization)
+ *   RMS_SCALING  x * rsqrt(var + eps) * gamma + beta  (Keras 3's
+ *                LayerNormalization(rms_scaling=True): the variance, not
+ *                the mean square, as its deprecation warning says)
+ *   L2           x * min(rsqrt(sum(x^2)), 1 / eps) * gamma + beta
+ *                (ops.normalize, order 2: UnitNormalization, eps 1e-12)
+ * Each group is read twice (statistics, then output) and written once,
+ * element by element, so output == input (in place) is allowed; otherwise
+ * they must not overlap. */
+typedef enum {
+    K2M_NORM_LAYER, K2M_NORM_RMS, K2M_NORM_RMS_SCALING, K2M_NORM_L2
+} k2m_norm_mode;
+typedef struct {
+    int32_t a, b, c, d;
+} k2m_norm_dims;
+
+/* float: two passes (mean, then the squared deviations) in float32, each
+ * summed in blocks of 64 so long groups keep their precision.  gamma / beta
+ * NULL mean 1 / 0; the output is clamped to [act_min, act_max]. */
+typedef struct {
+    k2m_norm_mode mode;
+    float epsilon;
+    const float *gamma, *beta;
+    int32_t param_stride[3];
+    float act_min, act_max;
+} k2m_norm_f32_params;
+void k2m_norm_f32(const k2m_norm_dims *d, const k2m_norm_f32_params *p,
+                  const float *input, float *output);
+
+/* int8 (docs/norm_int8.md; tests/norm_ref.py is the same arithmetic in
+ * numpy).  Integers only, no libm.  Per group, with v = q + input_offset
+ * (|v| <= 255) and n <= 65536 (so the sums below are exact):
+ *   s1 = sum v (int32), s2 = sum v^2 (uint32: < 65025 * 65536 < 2^32)
+ *   LAYER:       V = n s2 - s1^2, t = s1, m = n
+ *   RMS:         V = n s2,        t = 0,  m = n
+ *   RMS_SCALING: V = n s2 - s1^2, t = 0,  m = n
+ *   L2:          V = s2,          t = 0,  m = 1
+ * (V is int64, exact and >= 0: n s2 reaches 2^48), so that the normalized
+ * value is (m v - t) / sqrt(V + E) with E epsilon in the same units
+ * (eps n^2 / s_in^2, L2: (eps / s_in)^2).  The exporter
+ * gives E with eps_bits = f fractional bits (f even, 0..62, chosen so that
+ * V << f plus E stays below 2^63):
+ *   W = (V << f) + eps, L2: max(V << f, eps);  W = 0 is taken as 1
+ *   R, z = k2m_norm_rsqrt(W): 1 / sqrt(W) ~= R / 2^31 * 2^(z/2 - 31)
+ *          (relative error < 3e-7), R in (2^29, 2^31), z the even count
+ *          of leading zeros of W (a 48-entry table and two Newton steps;
+ *          k2m_norm.c)
+ *   k = 61 - z/2 - f/2 - gamma_shift - K2M_NORM_BETA_BITS
+ * then per element, with j its parameter:
+ *   c   = floor(R * gamma_multiplier[j] / 2^32)
+ *   acc = floor((((int64)(m v - t)) * c + 2^(k-1)) / 2^k)  (k <= 0: a left
+ *         shift by -k), saturated to [-2^30, 2^30 - 1]
+ *   y   = clamp(floor((acc + beta[j] + 2^7) / 2^8) + output_offset,
+ *               act_min, act_max)
+ * gamma_multiplier[j] = round(gamma_j / s_out * 2^(31 - gamma_shift))
+ * (signed, one shift for all j); beta[j] = round(beta_j / s_out * 2^8),
+ * |beta[j]| <= 2^29.  The exporter refuses what these cannot represent. */
+#define K2M_NORM_BETA_BITS 8
+#define K2M_NORM_MAX_GROUP 65536
+typedef struct {
+    k2m_norm_mode mode;
+    int32_t input_offset;           /* -input zero point */
+    int32_t eps_bits;               /* f */
+    uint64_t eps;                   /* E * 2^f, rounded */
+    const int32_t *gamma_multiplier;
+    int32_t gamma_shift;
+    const int32_t *beta;            /* beta / s_out in 1/256 output steps */
+    int32_t param_stride[3];
+    int32_t output_offset, act_min, act_max;
+} k2m_norm_s8_params;
+void k2m_norm_s8(const k2m_norm_dims *d, const k2m_norm_s8_params *p,
+                 const int8_t *input, int8_t *output);
 
 /* ---- embedding (k2m_copy.c) -------------------------------------------
  * output row t = table row index[t]; an index outside [0, rows) is clamped

@@ -67,6 +67,9 @@ void k2m_tanh_f32(const float *input, float *output, int32_t size)
     }
 }
 
+static void k2m_math_f32(k2m_act_fn fn, const float *input, float *output,
+                         int32_t size, float alpha, float threshold);
+
 /* The other Keras activations in float.  One switch per call, one tight
  * loop per function; alpha is the function's parameter where it has one
  * (LeakyReLU's negative slope, ELU's alpha) and threshold the ReLU
@@ -153,6 +156,44 @@ void k2m_activation_f32(k2m_act_fn fn, const float *input, float *output,
             output[i] = x * tanhf(sp);
         }
         break;
+    default:
+        k2m_math_f32(fn, input, output, size, alpha, threshold);
+        break;
+    }
+}
+
+/* The elementwise functions of keras.ops nodes (square, sqrt, log...),
+ * each as libm computes it in float32. */
+static void k2m_math_f32(k2m_act_fn fn, const float *input, float *output,
+                         int32_t size, float alpha, float threshold)
+{
+    int32_t i;
+
+    for (i = 0; i < size; ++i) {
+        const float x = input[i];
+        float y;
+        switch (fn) {
+        case K2M_ACT_AFFINE: y = alpha * x + threshold; break;
+        case K2M_ACT_SQUARE: y = x * x; break;
+        case K2M_ACT_SQRT: y = sqrtf(x); break;
+        case K2M_ACT_RSQRT: y = 1.0f / sqrtf(x); break;
+        case K2M_ACT_ABS: y = fabsf(x); break;
+        case K2M_ACT_LOG: y = logf(x); break;
+        case K2M_ACT_LOG1P: y = log1pf(x); break;
+        case K2M_ACT_EXPM1: y = expm1f(x); break;
+        case K2M_ACT_RECIPROCAL: y = 1.0f / x; break;
+        case K2M_ACT_RDIV: y = alpha / x; break;
+        case K2M_ACT_POW: y = powf(x, alpha); break;
+        case K2M_ACT_RPOW: y = powf(alpha, x); break;
+        case K2M_ACT_SIGN: y = x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x); break;
+        case K2M_ACT_ERF: y = erff(x); break;
+        case K2M_ACT_SIN: y = sinf(x); break;
+        case K2M_ACT_COS: y = cosf(x); break;
+        case K2M_ACT_FLOOR: y = floorf(x); break;
+        case K2M_ACT_CEIL: y = ceilf(x); break;
+        default: y = x; break;
+        }
+        output[i] = y;
     }
 }
 

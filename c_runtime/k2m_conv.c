@@ -99,7 +99,7 @@ static void conv2d_s8_core(const k2m_window *g, const k2m_quant_s8 *q,
  * leftover elements of A, then those of B, in natural order. */
 
 /* ---- requantization, fast form --------------------------------------
- * k2m_rqf (k2m_math.h): five instructions an output, left-shifted and
+ * k2m_rqs (k2m_math.h): five instructions an output, left-shifted and
  * dead (multiplier 0) channels included, when the layer's accumulators are
  * small enough for every channel (conv_fast_rq_ok, checked once per call
  * from the bias, K and the input offset); otherwise k2m_rq_apply. */
@@ -112,8 +112,8 @@ static int conv_fast_rq_ok(const k2m_quant_s8 *q, const int32_t *bias,
         return 0;
     }
     for (c = 0; c < out_c; ++c) {
-        k2m_rqf r;
-        if (!k2m_rqf_init(&r, q->multiplier[c], q->shift[c], q->output_offset,
+        k2m_rqs r;
+        if (!k2m_rqs_init(&r, q->multiplier[c], q->shift[c], q->output_offset,
                           k2m_acc_bound(bias != NULL ? bias[c] : 0, k, q->input_offset))) {
             return 0;
         }
@@ -487,9 +487,9 @@ static int32_t conv_out_one(const k2m_quant_s8 *q, int fast, int32_t c,
 {
     int32_t v;
     if (fast) {
-        k2m_rqf rc;
-        (void)k2m_rqf_init(&rc, q->multiplier[c], q->shift[c], q->output_offset, 0);
-        v = k2m_rqf_apply(&rc, acc);
+        k2m_rqs rc;
+        (void)k2m_rqs_init(&rc, q->multiplier[c], q->shift[c], q->output_offset, 0);
+        v = k2m_rqs_apply(&rc, acc);
     } else {
         k2m_rq rc;
         k2m_rq_init(&rc, q->multiplier[c], q->shift[c]);
@@ -588,12 +588,12 @@ void conv_pairs_fast(const conv_ctx *x, const int16_t *col, void *out0, void *ou
         }
         wa = wb + r;
         {
-            /* Channel constants (k2m_rqf_init without its checks, done by
+            /* Channel constants (k2m_rqs_init without its checks, done by
              * conv_fast_rq_ok): ls = max(shift, 0) + 1, rs = e + 1 with
              * e = max(-shift, 0), ho = (1 + 2 out_off) << e. */
             const int32_t sa = sp[0], sb = sp[1];
             const int32_t ea = -sa & ~k2m_asr(-sa, 31), eb = -sb & ~k2m_asr(-sb, 31);
-            k2m_rqf ra, rb;
+            k2m_rqs ra, rb;
             ra.mult = mp[0];
             ra.ls = (sa & ~k2m_asr(sa, 31)) + 1;
             ra.rs = ea + 1;
@@ -602,10 +602,10 @@ void conv_pairs_fast(const conv_ctx *x, const int16_t *col, void *out0, void *ou
             rb.ls = (sb & ~k2m_asr(sb, 31)) + 1;
             rb.rs = eb + 1;
             rb.ho = (int32_t)(ho1 << eb);
-            a0 = k2m_rqf_apply(&ra, a0);
-            a1 = k2m_rqf_apply(&ra, a1);
-            b0 = k2m_rqf_apply(&rb, b0);
-            b1 = k2m_rqf_apply(&rb, b1);
+            a0 = k2m_rqs_apply(&ra, a0);
+            a1 = k2m_rqs_apply(&ra, a1);
+            b0 = k2m_rqs_apply(&rb, b0);
+            b1 = k2m_rqs_apply(&rb, b1);
         }
         if (!out16 && sat) {
             /* the whole int8 range: SSAT alone */
@@ -808,7 +808,7 @@ void k2m_conv2d_pool_s8(const k2m_window *g, const k2m_quant_s8 *q,
         const int32_t v = m != NULL
             ? k2m_requantize(sums[c] + n * m->input_offset, m->multiplier[0], m->shift[0])
                   + m->output_offset
-            : k2m_div_round(sums[c], n);
+            : k2m_div_nearest(sums[c], n);
         output[c] = (int8_t)(m != NULL ? k2m_clamp_s32(v, m->act_min, m->act_max)
                                        : k2m_clamp_s32(v, pool->act_min, pool->act_max));
     }

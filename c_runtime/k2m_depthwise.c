@@ -137,7 +137,7 @@ static void depthwise_pixel(const k2m_window *g, const k2m_quant_s8 *q,
  *   out[o] += SMLAD(u, P) + SMLABT(v, Q),  out[o+1] += SMLAD(v, P) + SMLABT(t, Q):
  * six multiply instructions an output for 9 MACs, every word aligned.  The
  * sums (exact int32, as in the portable loop) go to a row of accumulators,
- * then are requantized (k2m_rqf where its bounds hold) and stored.
+ * then are requantized (k2m_rqs where its bounds hold) and stored.
  *
  * Each input row is read once per channel group, when an output row first
  * needs it, and every output of a group is written after the rows its
@@ -209,7 +209,7 @@ typedef struct {
     const int32_t *k;     /*  4: P, Q of the kernel row in each slot (0 in the padding) */
     int32_t *acc;         /*  8: row of accumulators, even length */
     int32_t pairs;        /* 12: (out_w + 1) / 2 */
-    int32_t bias, mult, ls, ho, rs, lo2, hi2;  /* 16..40: k2m_rqf, clamp in both lanes */
+    int32_t bias, mult, ls, ho, rs, lo2, hi2;  /* 16..40: k2m_rqs, clamp in both lanes */
     int8_t *out;          /* 44 */
     int32_t step, n;      /* 48, 52: output stride (channels), out_w */
     int32_t fast, out_off, lo, hi;
@@ -361,13 +361,13 @@ static void dw_requant(dw_job *j)
     }
 #else
     {
-        k2m_rqf f;
+        k2m_rqs f;
         f.mult = j->mult;
         f.ls = j->ls;
         f.ho = j->ho;
         f.rs = j->rs;
         for (i = 0; i < j->n; ++i, out += j->step) {
-            *out = (int8_t)k2m_clamp_s32(k2m_rqf_apply(&f, acc[i] + j->bias), j->lo, j->hi);
+            *out = (int8_t)k2m_clamp_s32(k2m_rqs_apply(&f, acc[i] + j->bias), j->lo, j->hi);
         }
     }
 #endif
@@ -397,13 +397,13 @@ static void depthwise_ring(const k2m_window *g, const k2m_quant_s8 *q,
         for (j = 0; j < nc; ++j) {
             const int32_t c = c0 + j;
             dw_job *f = &job[j];
-            k2m_rqf rf;
+            k2m_rqs rf;
             int32_t *rj = rot + 18 * j;
             f->p = ring + j * block;
             f->acc = acc;
             f->pairs = (out_w + 1) >> 1;
             f->bias = bias ? bias[c] : 0;
-            f->fast = k2m_rqf_init(&rf, q->multiplier[c], q->shift[c], q->output_offset,
+            f->fast = k2m_rqs_init(&rf, q->multiplier[c], q->shift[c], q->output_offset,
                                    k2m_acc_bound(f->bias, 9, q->input_offset));
             f->mult = rf.mult;
             f->ls = rf.ls;

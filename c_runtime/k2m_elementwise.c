@@ -12,18 +12,18 @@
 #if K2M_DSP
 #define K2M_ADD_CHUNK 32  /* int32 of stack, even */
 
-/* The Cortex-M4 paths: every requantization as k2m_rqf (five
+/* The Cortex-M4 paths: every requantization as k2m_rqs (five
  * instructions, no 64-bit division) when its bound holds for the whole
  * tensor, which the inputs' int8 range gives before the loop; otherwise
  * the reference loop. */
-static int64_t bound_after(const k2m_rqf *r, int64_t acc_max)
+static int64_t bound_after(const k2m_rqs *r, int64_t acc_max)
 {
     /* |rq(acc)| <= |acc| * m / 2^31 / 2^(rs - 1) + 1 */
     return ((acc_max * (int64_t)(r->mult < 0 ? -(int64_t)r->mult : r->mult)) >> 31
             >> (r->rs - 1)) + 1;
 }
 
-static int add_fast(const k2m_add_s8_params *p, k2m_rqf *r1, k2m_rqf *r2, k2m_rqf *ro)
+static int add_fast(const k2m_add_s8_params *p, k2m_rqs *r1, k2m_rqs *r2, k2m_rqs *ro)
 {
     const int64_t x1 = 128 + (int64_t)(p->input1_offset < 0 ? -p->input1_offset : p->input1_offset);
     const int64_t x2 = 128 + (int64_t)(p->input2_offset < 0 ? -p->input2_offset : p->input2_offset);
@@ -34,9 +34,9 @@ static int add_fast(const k2m_add_s8_params *p, k2m_rqf *r1, k2m_rqf *r2, k2m_rq
     }
     a = x1 << p->left_shift;
     b = x2 << p->left_shift;
-    return k2m_rqf_init(r1, p->input1_multiplier, p->input1_shift, 0, a)
-        && k2m_rqf_init(r2, p->input2_multiplier, p->input2_shift, 0, b)
-        && k2m_rqf_init(ro, p->output_multiplier, p->output_shift, p->output_offset,
+    return k2m_rqs_init(r1, p->input1_multiplier, p->input1_shift, 0, a)
+        && k2m_rqs_init(r2, p->input2_multiplier, p->input2_shift, 0, b)
+        && k2m_rqs_init(ro, p->output_multiplier, p->output_shift, p->output_offset,
                         bound_after(r1, a) + bound_after(r2, b));
 }
 #endif
@@ -47,7 +47,7 @@ void k2m_add_s8(const k2m_add_s8_params *p, const int8_t *input1,
     int32_t i = 0;
 
 #if K2M_DSP
-    k2m_rqf r1, r2, ro;
+    k2m_rqs r1, r2, ro;
     if (add_fast(p, &r1, &r2, &ro)) {
         /* Chunks of K2M_ADD_CHUNK in three passes (input 1's term, input 2's
          * added, the sum requantized and stored), so that each pass keeps
@@ -66,18 +66,18 @@ void k2m_add_s8(const k2m_add_s8_params *p, const int8_t *input1,
             int32_t j;
             for (j = 0; j < n; j += 2) {
                 const int32_t k = j + 1 < n ? j + 1 : j;
-                sum[j] = k2m_rqf_apply(&r1, (int32_t)((uint32_t)(x1[j] + o1) << ls));
-                sum[j + 1] = k2m_rqf_apply(&r1, (int32_t)((uint32_t)(x1[k] + o1) << ls));
+                sum[j] = k2m_rqs_apply(&r1, (int32_t)((uint32_t)(x1[j] + o1) << ls));
+                sum[j + 1] = k2m_rqs_apply(&r1, (int32_t)((uint32_t)(x1[k] + o1) << ls));
             }
             for (j = 0; j < n; j += 2) {
                 const int32_t k = j + 1 < n ? j + 1 : j;
-                sum[j] += k2m_rqf_apply(&r2, (int32_t)((uint32_t)(x2[j] + o2) << ls));
-                sum[j + 1] += k2m_rqf_apply(&r2, (int32_t)((uint32_t)(x2[k] + o2) << ls));
+                sum[j] += k2m_rqs_apply(&r2, (int32_t)((uint32_t)(x2[j] + o2) << ls));
+                sum[j + 1] += k2m_rqs_apply(&r2, (int32_t)((uint32_t)(x2[k] + o2) << ls));
             }
             for (j = 0; j < n; j += 2) {
                 const int32_t v = k2m_clamp2_s16(k2m_pack_lo(
-                    __ssat(k2m_rqf_apply(&ro, sum[j]), 16),
-                    __ssat(k2m_rqf_apply(&ro, sum[j + 1]), 16)), lo2, hi2);
+                    __ssat(k2m_rqs_apply(&ro, sum[j]), 16),
+                    __ssat(k2m_rqs_apply(&ro, sum[j + 1]), 16)), lo2, hi2);
                 y[j] = (int8_t)v;
                 if (j + 1 < n) {
                     y[j + 1] = (int8_t)(v >> 16);
@@ -118,14 +118,14 @@ void k2m_mul_s8(const k2m_binary_s8_params *p, const int8_t *input1,
     int32_t i = 0;
 
 #if K2M_DSP
-    k2m_rqf r;
+    k2m_rqs r;
     const int64_t x1 = 128 + (int64_t)(p->input1_offset < 0 ? -p->input1_offset : p->input1_offset);
     const int64_t x2 = 128 + (int64_t)(p->input2_offset < 0 ? -p->input2_offset : p->input2_offset);
-    if (k2m_rqf_init(&r, p->output_multiplier, p->output_shift, p->output_offset, x1 * x2)) {
+    if (k2m_rqs_init(&r, p->output_multiplier, p->output_shift, p->output_offset, x1 * x2)) {
         const int32_t o1 = p->input1_offset, o2 = p->input2_offset;
         const int32_t lo = p->act_min, hi = p->act_max;
         for (; i < size; ++i) {
-            const int32_t v = k2m_rqf_apply(&r, (input1[i] + o1) * (input2[i] + o2));
+            const int32_t v = k2m_rqs_apply(&r, (input1[i] + o1) * (input2[i] + o2));
             output[i] = (int8_t)k2m_clamp_s32(v, lo, hi);
         }
         return;

@@ -85,13 +85,6 @@ static inline int32_t k2m_asr(int32_t x, int32_t n)
     return x >= 0 ? (x >> n) : ~((~x) >> n);
 }
 
-/* TFLite's average rounding: sum / count to nearest, ties away from zero
- * (count > 0). */
-static inline int32_t k2m_div_round(int32_t sum, int32_t count)
-{
-    return sum > 0 ? (sum + count / 2) / count : (sum - count / 2) / count;
-}
-
 /* Stores an already clamped value as element `index` of an int8 or int16
  * buffer: lets one static loop serve an _s8 and an _s16 public kernel,
  * branching once per output element rather than per MAC. */
@@ -260,74 +253,6 @@ static inline int32_t k2m_clamp2_s16(int32_t v, int32_t lo2, int32_t hi2)
     return v;
 }
 
-/* ---- requantization in five instructions ------------------------------
- * k2m_requantize(acc, m, shift) + output_offset, bit for bit, for
- * accumulators known to be small (k2m_rqf_init checks the bound once per
- * channel).  With left = max(shift, 0), e = max(-shift, 0), s = acc << left:
- *   SaturatingRoundingDoublingHighMul(s, m) = floor((s m + 2^30) / 2^31)
- *     = floor((2s m + 2^31) / 2^32) = SMMULR(2s, m)   when 2s fits in int32
- *   (the saturating corner needs s == INT32_MIN, excluded by the bound);
- *   RoundingDivideByPOT(x, e) = RoundingDivideByPOT(2x, e + 1)
- *     = floor((2x + 2^e - [x < 0]) / 2^(e+1))   (ties away from zero),
- * and the output offset adds exactly inside the floor as
- * output_offset * 2^(e+1).  So with ls = left + 1, rs = e + 1 and
- * ho = 2^e + output_offset * 2^rs:
- *   x = SMMULR(acc << ls, m);  y = (ho + 2x + (x >> 31)) >> rs.
- * The bound |acc << ls| < 2^30 and |ho| < 2^30 keep every step inside
- * int32 (|2x| <= 2^30), and |y| < 2^30, so k2m_requantize's k2m_sat30
- * never acts.  A channel whose multiplier is 0 (a scale that underflowed:
- * the output is the offset) is exact for any accumulator: SMMULR by 0 is
- * 0 whatever acc << ls wrapped to, and so is the reference. */
-typedef struct {
-    int32_t mult, ls, rs, ho;
-} k2m_rqf;
-
-static inline int32_t k2m_smmulr(int32_t a, int32_t b)
-{
-    int32_t r;
-    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
-    return r;
-}
-
-/* The channel's constants for accumulators with |acc| <= acc_max; 0 when
- * the five-instruction form is not exact for them (then k2m_rq_apply). */
-static inline int k2m_rqf_init(k2m_rqf *r, int32_t mult, int32_t shift,
-                               int32_t out_off, int64_t acc_max)
-{
-    const int32_t left = shift > 0 ? shift : 0;
-    const int32_t right = shift > 0 ? 0 : -shift;
-    const int64_t lim = (int64_t)1 << 30;
-    int64_t ho;
-
-    r->mult = mult;
-    r->ls = left + 1;
-    r->rs = right + 1;
-    r->ho = 0;
-    if (left > 30 || right > 29) {
-        return 0;
-    }
-    ho = ((int64_t)1 << right) + (int64_t)out_off * ((int64_t)1 << (right + 1));
-    if (ho >= lim || ho <= -lim || (mult != 0 && acc_max >= (lim >> (left + 1)))) {
-        return 0;
-    }
-    r->ho = (int32_t)ho;
-    return 1;
-}
-
-static inline int32_t k2m_rqf_apply(const k2m_rqf *r, int32_t acc)
-{
-    const int32_t x = k2m_smmulr((int32_t)((uint32_t)acc << r->ls), r->mult);
-    return k2m_asr((int32_t)((uint32_t)r->ho + ((uint32_t)x << 1)) + k2m_asr(x, 31),
-                   r->rs);
-}
-
-/* Largest |accumulator| of a dot product of k int8 inputs (offset added)
- * with k int8 weights, plus |bias|. */
-static inline int64_t k2m_acc_bound(int32_t bias, int32_t k, int32_t input_offset)
-{
-    const int64_t x_max = 128 + (int64_t)(input_offset < 0 ? -input_offset : input_offset);
-    return (bias < 0 ? -(int64_t)bias : (int64_t)bias) + (int64_t)k * x_max * 128;
-}
 #endif /* K2M_DSP */
 
 /* Input row read and output row written at step s (go_backwards, and the
@@ -340,6 +265,102 @@ static inline int32_t k2m_rnn_input_row(const k2m_rnn_dims *d, int32_t s)
 static inline int32_t k2m_rnn_output_row(const k2m_rnn_dims *d, int32_t s)
 {
     return (d->flags & K2M_RNN_REVERSE_OUTPUT) ? d->steps - 1 - s : s;
+}
+
+/* ---- requantization that saturates instead of wrapping ----------------
+ * k2m_rq_apply shifts acc left before the multiply, as TFLite does, and an
+ * accumulator too large for that shift wraps.  With the exporter's
+ * multipliers (in [2^30, 2^31)) such an accumulator's exact result is at
+ * least 2^30 in size, which k2m_sat30 would clamp anyway: so return that
+ * bound.  Used by the kernels whose accumulators the exporter cannot bound
+ * from the calibration (broadcast binary ops, reduce, matmul). */
+static inline int32_t k2m_rq_apply_sat(const k2m_rq *r, int32_t acc)
+{
+    if (r->left > 0) {
+        const int32_t lim = INT32_MAX >> r->left;
+        if (acc > lim) {
+            return (int32_t)((1u << 30) - 1u);
+        }
+        if (acc < -lim - 1) {
+            return -(int32_t)(1u << 30);
+        }
+    }
+    return k2m_rq_apply(r, acc);
+}
+
+/* ---- requantization of small accumulators, with the output offset -----
+ * k2m_requantize(acc, m, shift) + offset, bit for bit, in five
+ * instructions (SMMULR and a rounding shift) where every accumulator of a
+ * call is known to be small.  With left = max(shift, 0), e = max(-shift,
+ * 0), s = acc << left:
+ *   SaturatingRoundingDoublingHighMul(s, m) = floor((s m + 2^30) / 2^31)
+ *     = floor((2s m + 2^31) / 2^32) = SMMULR(2s, m)   when 2s fits in int32
+ *   (the saturating corner needs s == INT32_MIN, excluded by the bound);
+ *   RoundingDivideByPOT(x, e) = RoundingDivideByPOT(2x, e + 1)
+ *     = floor((2x + 2^e - [x < 0]) / 2^(e+1))   (ties away from zero),
+ * and the offset adds exactly inside the floor as offset * 2^(e+1).  So
+ * with ls = left + 1, rs = e + 1 and ho = 2^e + offset * 2^rs:
+ *   x = SMMULR(acc << ls, m);  y = (ho + 2x + (x >> 31)) >> rs.
+ * k2m_rqs_init says whether the form is exact for every |acc| <= acc_max:
+ * |acc_max << ls| < 2^30 and |ho| < 2^30 keep every step inside int32
+ * (|2x| <= 2^30) and |y| < 2^30, so k2m_requantize's k2m_sat30 never acts;
+ * a multiplier of 0 (a scale that underflowed: the output is the offset)
+ * is exact for any accumulator, SMMULR by 0 being 0 whatever acc << ls
+ * wrapped to, as the reference's product is.  Off the DSP, SMMULR is the
+ * same floor((a b + 2^31) / 2^32) in 64 bits. */
+static inline int32_t k2m_smmulr(int32_t a, int32_t b)
+{
+#if K2M_DSP
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+#else
+    const int64_t p = (int64_t)a * (int64_t)b + ((int64_t)1 << 31);
+    return (int32_t)(uint32_t)((uint64_t)p >> 32);  /* bits 32..63 */
+#endif
+}
+
+typedef struct {
+    int32_t mult, ls, rs, ho;
+} k2m_rqs;
+
+static inline int k2m_rqs_init(k2m_rqs *r, int32_t multiplier, int32_t shift,
+                               int32_t offset, int64_t acc_max)
+{
+    const int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+    const int64_t ho = ((int64_t)1 << (right > 40 ? 40 : right))
+                     + (int64_t)offset * ((int64_t)1 << (right > 40 ? 41 : right + 1));
+    r->mult = multiplier;
+    r->ls = left + 1;
+    r->rs = right + 1;
+    r->ho = (int32_t)ho;
+    return multiplier != INT32_MIN && right <= 29 && left <= 29
+        && (multiplier == 0 || acc_max < ((int64_t)1 << (29 - left)))
+        && ho < ((int64_t)1 << 30) && ho > -((int64_t)1 << 30);
+}
+
+static inline int32_t k2m_rqs_apply(const k2m_rqs *r, int32_t acc)
+{
+    const int32_t x = k2m_smmulr((int32_t)((uint32_t)acc << r->ls), r->mult);
+    return k2m_asr((int32_t)((uint32_t)r->ho + ((uint32_t)x << 1)) + k2m_asr(x, 31), r->rs);
+}
+
+/* Largest |accumulator| of a dot product of k int8 inputs (offset added)
+ * with k int8 weights, plus |bias|. */
+static inline int64_t k2m_acc_bound(int32_t bias, int32_t k, int32_t input_offset)
+{
+    const int64_t x_max = 128 + (int64_t)(input_offset < 0 ? -input_offset : input_offset);
+    return (bias < 0 ? -(int64_t)bias : (int64_t)bias) + (int64_t)k * x_max * 128;
+}
+
+/* num / den rounded to nearest, ties away from zero; den != 0 and
+ * |num| <= 2^30 (the int8 division of k2m_broadcast_div_s8). */
+static inline int32_t k2m_div_nearest(int32_t num, int32_t den)
+{
+    const uint32_t a = num < 0 ? 0u - (uint32_t)num : (uint32_t)num;
+    const uint32_t b = den < 0 ? 0u - (uint32_t)den : (uint32_t)den;
+    const int32_t q = (int32_t)((a + (b >> 1)) / b);
+    return (num < 0) != (den < 0) ? -q : q;
 }
 
 #endif /* K2M_MATH_H */

@@ -129,7 +129,7 @@ void k2m_avg_pool_s8(const k2m_window *g, int32_t act_min, int32_t act_max,
                 v[2] = k2m_asr(s02, 16);
                 v[3] = k2m_asr(s13, 16);
                 for (j = 0; j < 4; ++j) {
-                    *output++ = (int8_t)k2m_clamp_s32(k2m_div_round(v[j], count),
+                    *output++ = (int8_t)k2m_clamp_s32(k2m_div_nearest(v[j], count),
                                                       act_min, act_max);
                 }
             }
@@ -142,7 +142,7 @@ void k2m_avg_pool_s8(const k2m_window *g, int32_t act_min, int32_t act_max,
                         sum += row[(w.x0 + kx * g->dil_w) * c_n];
                     }
                 }
-                sum = count > 0 ? k2m_div_round(sum, count) : 0;
+                sum = count > 0 ? k2m_div_nearest(sum, count) : 0;
                 *output++ = (int8_t)k2m_clamp_s32(sum, act_min, act_max);
             }
         }

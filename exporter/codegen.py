@@ -13,6 +13,8 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
+from .errors import ExportError
+from .ir import binary_shapes, check_matmul, check_norm, check_reduce
 from .planner import Plan, rnn_state_elements, scratch_name
 
 RUNTIME_DIR = "k2m_runtime"
@@ -21,14 +23,17 @@ RUNTIME_FOR_OP = {"conv2d": "k2m_conv.c", "depthwise_conv2d": "k2m_depthwise.c",
                   "dense": "k2m_fully_connected.c",
                   "max_pool": "k2m_pool.c", "avg_pool": "k2m_pool.c", "mean": "k2m_pool.c",
                   "activation": "k2m_activation.c", "softmax": "k2m_activation.c",
-                  "add": "k2m_elementwise.c", "binary": "k2m_elementwise.c",
+                  "add": "k2m_elementwise.c", "binary": ("k2m_elementwise.c", "k2m_broadcast.c"),
+                  "reduce": "k2m_reduce.c", "matmul": "k2m_matmul.c",
                   "copy": "k2m_copy.c",
                   "prelu": "k2m_activation.c", "conv3d": "k2m_conv3d.c",
                   "max_pool3d": "k2m_conv3d.c", "avg_pool3d": "k2m_conv3d.c",
                   "resize_bilinear": "k2m_copy.c", "embedding": "k2m_copy.c",
-                  "rnn": ("k2m_recurrent.c", "k2m_copy.c")}
+                  "rnn": ("k2m_recurrent.c", "k2m_copy.c"),
+                  "norm": "k2m_norm.c"}
 # Kernel files whose float versions live apart, so int8 models link without libm.
-FLOAT_FILES = {"k2m_activation.c": "k2m_activation_f32.c", "k2m_recurrent.c": "k2m_recurrent_f32.c"}
+FLOAT_FILES = {"k2m_activation.c": "k2m_activation_f32.c", "k2m_recurrent.c": "k2m_recurrent_f32.c",
+               "k2m_norm.c": "k2m_norm_f32.c"}
 NO_CODE = {"reshape", "identity"}
 FLOAT_MAX = "3.40282347e+38f"
 
@@ -66,6 +71,8 @@ RNN_ACT_ENUMS = {"tanh": "K2M_RNN_TANH", "sigmoid": "K2M_RNN_SIGMOID",
                  "hard_sigmoid": "K2M_RNN_HARD_SIGMOID", "relu": "K2M_RNN_RELU",
                  "linear": "K2M_RNN_LINEAR"}
 RNN_FUNCS = {"simple": "simple_rnn", "lstm": "lstm", "gru": "gru"}
+NORM_MODE_ENUMS = {"layer": "K2M_NORM_LAYER", "rms": "K2M_NORM_RMS",
+                   "rms_scaling": "K2M_NORM_RMS_SCALING", "l2": "K2M_NORM_L2"}
 
 
 class Emitter:
@@ -254,9 +261,76 @@ class Emitter:
                                            f"{node.layer}: weight of the second {axis} source")
 
     def _binary(self, node, tin, tout, s):
-        self._add(node, tin, tout, s)
-        s["func"] = node.attrs["func"]
+        """Same shapes: k2m_elementwise.c's kernels; otherwise (and for div)
+        k2m_broadcast.c's over the merged box of broadcast_box."""
+        if node.attrs.get("frames"):
+            raise ExportError(f"'{node.layer}': a binary op inside TimeDistributed is not supported")
+        first, second, out = binary_shapes(self.g, node)
+        q = node.attrs.get("int8", {})
+        s["func"] = q.get("func", node.attrs["func"])
+        if "const" in node.weights:
+            values = q["const"] if self.int8 else node.weights["const"].astype(np.float32)
+            kind = "int8 (own scale)" if self.int8 else "float"
+            const = self.const(node, "const", values,
+                               f"{node.layer}: {kind} constant operand {values.shape}")
+            pair = (const, s["input"]) if node.attrs.get("const_first") else (s["input"], const)
+        else:
+            pair = (s["input"], self.tensor(node.inputs[1]))
+        s["input"], s["input2"], s["size"] = pair[0], pair[1], tout.size
         s["enum"] = "K2M_BINARY_" + s["func"].upper()
+        s["kernel"] = {"sub": "add", "avg": "add"}.get(s["func"], s["func"])
+        if self.int8:
+            s["params"] = ", ".join(str(int(v)) for v in q["params"])
+        else:
+            s["act_min"], s["act_max"] = self.clamp_f32(node.attrs["clamp"])
+        pad = len(out)
+        same = (1,) * (pad - len(first)) + first == (1,) * (pad - len(second)) + second
+        float_sub_reversed = not self.int8 and s["func"] == "sub" and node.attrs.get("const_first")
+        if (not same or s["func"] == "div" or float_sub_reversed
+                or (self.int8 and same_shape_kernel_wraps(s["func"], q["params"]))):
+            count, stride1, stride2 = broadcast_box(first, second, out)
+            s["dims"] = ", ".join("{" + ", ".join(str(v) for v in axis) + "}"
+                                  for axis in (count, stride1, stride2))
+        elif node.attrs.get("const_first"):
+            # k2m_elementwise.c allows in place as output == input1 (the
+            # planner may give the tensor's buffer to the output): the
+            # tensor goes first, with its (offset, multiplier, shift); the
+            # float ops left here commute.
+            s["input"], s["input2"] = s["input2"], s["input"]
+            if self.int8:
+                v = [int(x) for x in q["params"]]
+                s["params"] = ", ".join(str(x) for x in v[3:6] + v[0:3] + v[6:])
+
+    def _reduce(self, node, tin, tout, s):
+        if node.attrs.get("frames"):
+            raise ExportError(f"'{node.layer}': a reduction inside TimeDistributed is not supported")
+        check_reduce(self.g, node)
+        s["dims"] = ", ".join(str(int(v)) for v in node.attrs["dims"])
+        s["func"] = node.attrs["func"]
+        if not self.int8:
+            s["enum"] = "K2M_REDUCE_" + s["func"].upper()
+            s["act_min"], s["act_max"] = self.clamp_f32(node.attrs["clamp"])
+        elif s["func"] in ("max", "min"):
+            s["act_min"], s["act_max"] = node.attrs["int8"]["act"]
+        else:
+            s["params"] = ", ".join(str(int(v)) for v in node.attrs["int8"]["params"])
+
+    def _matmul(self, node, tin, tout, s):
+        if node.attrs.get("frames"):
+            raise ExportError(f"'{node.layer}': a matmul inside TimeDistributed is not supported")
+        check_matmul(self.g, node)
+        a = node.attrs
+        levels = [tuple(lv) for lv in a.get("batch") or []]
+        levels = [(1, 0, 0, 0)] * (3 - len(levels)) + levels
+        lists = ", ".join("{" + ", ".join(str(int(lv[r])) for lv in levels) + "}" for r in range(4))
+        s["dims"] = f"{a['m']}, {a['n']}, {a['k']}, {a['a_row']}, {a['b_row']}, {a['c_row']}, {lists}"
+        s["input2"] = self.tensor(node.inputs[1])
+        if self.int8:
+            if {tin.dtype, self.g.tensors[node.inputs[1]].dtype} != {"int8"}:
+                raise ExportError(f"'{node.layer}': the int8 matmul takes int8 operands")
+            s["params"] = ", ".join(str(int(v)) for v in a["int8"]["params"])
+        else:
+            s["act_min"], s["act_max"] = self.clamp_f32(a.get("clamp", (None, None)))
 
     def _activation(self, node, tin, tout, s):
         s["size"], s["func"] = tin.size, node.attrs["func"]
@@ -357,6 +431,72 @@ class Emitter:
                     f"{pair('input')}, {pair('output_gate')}, {tail}")
         return (f"{{{weights}}}, {{{luts}}}, {pair('reset')}, {pair('keep')}, "
                 f"{pair('update')}, {q['one']}, {tail}")
+
+    def _norm(self, node, tin, tout, s):
+        check_norm(node, tin.size)
+        s["dims"] = ", ".join(str(int(v)) for v in node.attrs["dims"])
+        mode = NORM_MODE_ENUMS[node.attrs["mode"]]
+        if self.int8:
+            q = node.attrs["int8"]
+            mult = self.const(node, "gamma_mult", q["gamma_multiplier"],
+                              f"{node.layer}: gamma / output scale, Q31, shift {q['gamma_shift']}")
+            beta = self.const(node, "beta", q["beta"],
+                              f"{node.layer}: beta / output scale, 1/256 output steps")
+            strides = ", ".join(str(int(v)) for v in q["param_stride"])
+            s["params"] = (f"{mode}, {q['input_offset']}, {q['eps_bits']}, {q['eps']}ull, "
+                           f"{mult}, {q['gamma_shift']}, {beta}, {{{strides}}}, "
+                           f"{q['output_offset']}, {q['act_min']}, {q['act_max']}")
+            return
+        w = node.weights
+        arrays = [self.const(node, k, w[k].astype(np.float32), f"{node.layer}: {k}")
+                  if k in w else "0" for k in ("gamma", "beta")]
+        strides = node.attrs["param_index"] if ("gamma" in w or "beta" in w) else (0, 0, 0)
+        lo, hi = self.clamp_f32(node.attrs.get("clamp", (None, None)))
+        s["params"] = (f"{mode}, {c_float(node.attrs['epsilon'])}, {arrays[0]}, {arrays[1]}, "
+                       f"{{{', '.join(str(int(v)) for v in strides)}}}, {lo}, {hi}")
+
+
+def broadcast_box(first, second, out, dims: int = 6):
+    """k2m_broadcast_dims of `first <op> second` (numpy broadcasting to
+    `out`): (count, stride1, stride2), outermost axis first, padded to
+    `dims` axes.  Axes of size 1 go; an axis merges into the one outside it
+    where both inputs step alike (stride_outer == stride_inner * count), so
+    (H, W, C) by (1, 1, C) becomes (H*W, C) with strides (C, 1), (0, 1)."""
+    rank = len(out)
+    strides = []
+    for shape in ((1,) * (rank - len(first)) + tuple(first),
+                  (1,) * (rank - len(second)) + tuple(second)):
+        st, step = [0] * rank, 1
+        for i in reversed(range(rank)):
+            st[i] = step if shape[i] != 1 else 0  # 0: broadcast along this axis
+            step *= shape[i]
+        strides.append(st)
+    axes: list = []
+    for i in range(rank):
+        if out[i] == 1:
+            continue
+        s1, s2 = strides[0][i], strides[1][i]
+        if axes and axes[-1][1] == s1 * out[i] and axes[-1][2] == s2 * out[i]:
+            axes[-1] = (axes[-1][0] * out[i], s1, s2)
+        else:
+            axes.append((out[i], s1, s2))
+    if len(axes) > dims:
+        raise ExportError(f"broadcasting {tuple(first)} against {tuple(second)} needs "
+                          f"{len(axes)} axes; the kernels take {dims}")
+    axes = [(1, 0, 0)] * (dims - len(axes)) + axes
+    return tuple(list(col) for col in zip(*axes))
+
+
+def same_shape_kernel_wraps(func, params) -> bool:
+    """Whether k2m_elementwise.c's same-shape kernel could wrap for these
+    parameters (a left shift large enough that acc << shift leaves int32),
+    where the broadcast kernels saturate: mul's product is below 2^16,
+    max/min's inputs below 2^8, add's headroom sum below 2^29."""
+    if func == "mul":
+        return params[9] > 15
+    if func in ("max", "min"):
+        return max(params[2], params[5]) > 23
+    return params[9] > 2
 
 
 def c_ident(name: str) -> str:

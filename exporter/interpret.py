@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .ir import check_node, check_norm, matmul_offsets
+
 
 def _pad(x, attrs, value):
     (kh, kw), (sh, sw), (dh, dw) = attrs["kernel"], attrs["strides"], attrs["dilation"]
@@ -160,6 +162,25 @@ FUNCS = {
     "softsign": lambda x, a: x / (1.0 + np.abs(x)),
     "exponential": lambda x, a: np.exp(x),
     "mish": lambda x, a: x * np.tanh(_softplus(x)),
+    # functions of keras.ops nodes (a = the constant where there is one)
+    "affine": lambda x, a: a["alpha"] * x + a["threshold"],
+    "square": lambda x, a: x * x,
+    "sqrt": lambda x, a: np.sqrt(x),
+    "rsqrt": lambda x, a: 1.0 / np.sqrt(x),
+    "abs": lambda x, a: np.abs(x),
+    "log": lambda x, a: np.log(x),
+    "log1p": lambda x, a: np.log1p(x),
+    "expm1": lambda x, a: np.expm1(x),
+    "reciprocal": lambda x, a: 1.0 / x,
+    "rdiv": lambda x, a: a["alpha"] / x,
+    "pow": lambda x, a: np.power(x, a["alpha"]),
+    "rpow": lambda x, a: np.power(a["alpha"], x),
+    "sign": lambda x, a: np.sign(x),
+    "erf": lambda x, a: _erf(x),
+    "sin": lambda x, a: np.sin(x),
+    "cos": lambda x, a: np.cos(x),
+    "floor": lambda x, a: np.floor(x),
+    "ceil": lambda x, a: np.ceil(x),
 }
 
 
@@ -168,11 +189,19 @@ def _erf(x):
     return np.vectorize(erf, otypes=[np.float64])(x)
 
 
-def activation(node, x):
-    func = node.attrs["func"]
+def apply(func: str, attrs: dict, x):
     if func == "clamp":
-        return _clamp(x, node.attrs["clamp"])
-    return FUNCS[func](np.asarray(x, np.float64), node.attrs)
+        return _clamp(x, attrs["clamp"])
+    if func == "chain":  # int8: consecutive functions folded into one table
+        for step in attrs["chain"]:
+            x = apply(step["func"], step, x)
+        return x
+    with np.errstate(all="ignore"):  # log(0), 1/0...: the C gives the same inf/nan
+        return FUNCS[func](np.asarray(x, np.float64), attrs)
+
+
+def activation(node, x):
+    return apply(node.attrs["func"], node.attrs, x)
 
 
 def softmax(node, x):
@@ -201,12 +230,54 @@ def resize_bilinear(node, x):
     return movement.resize_bilinear(np.asarray(x, np.float64), node.attrs["y"], node.attrs["x"])
 
 
-BINARY = {"sub": np.subtract, "mul": np.multiply, "max": np.maximum, "min": np.minimum,
-          "avg": lambda a, b: (a + b) / 2.0}
+BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "max": np.maximum,
+          "min": np.minimum, "avg": lambda a, b: (a + b) / 2.0, "div": np.true_divide}
 
 
-def binary(node, a, b):
-    return _clamp(BINARY[node.attrs["func"]](a, b), node.attrs["clamp"])
+def _unbatched_rank(x, rank):
+    """A batch (N,) + shape as (N,) + shape padded with leading 1s to `rank`
+    axes, so numpy broadcasts the shapes without the batch axis (the IR's)."""
+    return x.reshape((x.shape[0],) + (1,) * (rank + 1 - x.ndim) + x.shape[1:])
+
+
+def binary(node, a, b=None):
+    """numpy's broadcast of func over the two operands (the second may be
+    the constant weights["const"], first with attrs["const_first"])."""
+    if b is None:
+        c = node.weights["const"].astype(np.float64)
+        rank = max(a.ndim - 1, c.ndim)
+        a = _unbatched_rank(a, rank)
+        a, b = (c, a) if node.attrs.get("const_first") else (a, c)
+    else:
+        rank = max(a.ndim, b.ndim) - 1
+        a, b = _unbatched_rank(a, rank), _unbatched_rank(b, rank)
+    with np.errstate(divide="ignore", invalid="ignore"):  # x / 0 is inf or nan, as in Keras
+        y = BINARY[node.attrs["func"]](a, b)
+    return _clamp(y, node.attrs["clamp"])
+
+
+REDUCE = {"mean": np.mean, "sum": np.sum, "max": np.max, "min": np.min}
+
+
+def reduce(node, x):
+    """x viewed as (A, B, C), reduced over B."""
+    a, b, c = node.attrs["dims"]
+    y = REDUCE[node.attrs["func"]](np.asarray(x, np.float64).reshape(len(x), a, b, c), axis=2)
+    return _clamp(y, node.attrs["clamp"])
+
+
+def matmul(node, a, b):
+    """C[i][j] = sum_k A[off_a + i a_row + k] B[off_b + j b_row + k] at
+    off_c + i c_row + j, for every batch offset (the "NT" form)."""
+    at = node.attrs
+    m, n, k = at["m"], at["n"], at["k"]
+    a, b = (np.asarray(v, np.float64).reshape(len(v), -1) for v in (a, b))
+    out = np.zeros((len(a), m * n * len(matmul_offsets(at))))
+    i, j, kk = np.arange(m)[:, None], np.arange(n)[:, None], np.arange(k)[None, :]
+    for off_a, off_b, off_c in matmul_offsets(at):
+        rows_a, rows_b = a[:, off_a + i * at["a_row"] + kk], b[:, off_b + j * at["b_row"] + kk]
+        out[:, off_c + i * at["c_row"] + j.T] = np.einsum("smk,snk->smn", rows_a, rows_b)
+    return _clamp(out, at.get("clamp", (None, None)))
 
 
 def reshape(node, x):
@@ -295,6 +366,36 @@ def rnn(node, x, probes=None):
     return np.stack(outs, axis=1)
 
 
+def norm(node, x):
+    """Keras's normalization formulas (ir.check_norm): LayerNormalization
+    (ops.moments' population variance), RMSNormalization, Keras 3's
+    rms_scaling (x over sqrt(var + eps)) and ops.normalize's
+    x * min(rsqrt(sum x^2), 1 / eps)."""
+    a, w = node.attrs, node.weights
+    check_norm(node, int(np.prod(x.shape[1:], dtype=np.int64)))
+    (A, B, C, D), eps, mode = a["dims"], a["epsilon"], a["mode"]
+    g = np.asarray(x, np.float64).reshape(len(x), A, B, C, D)
+    axes = (2, 4)
+    if mode in ("layer", "rms_scaling"):
+        mean = g.mean(axis=axes, keepdims=True)
+        inv = 1.0 / np.sqrt(((g - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
+        y = (g - mean if mode == "layer" else g) * inv
+    elif mode == "rms":
+        y = g / np.sqrt((g * g).mean(axis=axes, keepdims=True) + eps)
+    else:
+        with np.errstate(divide="ignore"):
+            y = g * np.minimum(1.0 / np.sqrt((g * g).sum(axis=axes, keepdims=True)), 1.0 / eps)
+    if "gamma" in w or "beta" in w:
+        sb, sc, sd = a["param_index"]
+        j = (np.arange(B)[:, None, None] * sb + np.arange(C)[None, :, None] * sc
+             + np.arange(D)[None, None, :] * sd)
+        if "gamma" in w:
+            y = y * w["gamma"].astype(np.float64)[j]
+        if "beta" in w:
+            y = y + w["beta"].astype(np.float64)[j]
+    return _clamp(y, a.get("clamp", (None, None))).reshape(x.shape)
+
+
 identity = reshape
 
 mean = avg_pool
@@ -303,7 +404,8 @@ RUN = {"conv2d": conv2d, "depthwise_conv2d": depthwise_conv2d, "conv3d": conv3d,
        "max_pool3d": max_pool3d, "avg_pool3d": avg_pool3d, "dense": dense, "max_pool": max_pool, "avg_pool": avg_pool, "mean": mean,
        "activation": activation, "add": add, "binary": binary, "copy": copy, "prelu": prelu,
        "resize_bilinear": resize_bilinear, "softmax": softmax, "reshape": reshape,
-       "identity": identity, "embedding": embedding, "rnn": rnn}
+       "identity": identity, "embedding": embedding, "rnn": rnn,
+       "norm": norm, "reduce": reduce, "matmul": matmul}
 
 
 def run_node(node, inputs: list, frame_shapes, probes=None):
@@ -323,6 +425,8 @@ def run(graph, xs, probes: dict | None = None) -> dict:
     or a list with one array per model input.  `probes` receives each
     recurrent node's internal values, keyed "<node>/<value>"."""
     xs = xs if isinstance(xs, (list, tuple)) else [xs]
+    for node in graph.nodes:
+        check_node(graph, node)
     values = {name: np.asarray(x, dtype=np.float64) for name, x in zip(graph.inputs, xs)}
     for name, (a, b) in graph.input_affine.items():  # folded into the input's int8
         values[name] = a * values[name] + b

@@ -11,10 +11,20 @@
   average (TFLite's MEAN) has its own and requantizes; sigmoid, tanh and softmax
   have TFLite's fixed output parameters; elementwise functions run through a
   256-entry table computed here;
-- beyond TFLite: a conv/dense whose only reader is tanh, sigmoid or softmax
-  keeps its output in int16 (symmetric, zero point 0), and the nonlinearity
-  maps int16 to int8 (interpolated table, or a two-table exp for softmax).
-  int8 pre-activations cost TFLite several output steps on these layers.
+- beyond TFLite: a conv/dense/matmul whose only reader is tanh, sigmoid or
+  softmax keeps its output in int16 (symmetric, zero point 0), and the
+  nonlinearity maps int16 to int8 (interpolated table, or a two-table exp
+  for softmax).  int8 pre-activations cost TFLite several output steps on
+  these layers (attention scores into their softmax among them);
+- broadcasting binary ops: TFLite's ADD arithmetic for add/sub/avg, MUL's
+  for mul, both inputs at the output's scale for max/min; a constant
+  operand is int8 with its own per-tensor scale (a scalar is exact), x / c
+  runs as x * (1/c), and the division of two tensors keeps 22 fraction bits
+  of the quotient (k2m.h);
+- reduce: mean and sum requantize the int32 sum to their own scale (as
+  TFLite's MEAN / SUM), max and min keep the input's parameters;
+- matmul: both operands asymmetric int8 with their own zero points, one
+  multiplier s_a s_b / s_out.
 """
 from __future__ import annotations
 
@@ -27,7 +37,7 @@ import numpy as np
 
 from . import interpret
 from .errors import ExportError
-from .ir import Quant
+from .ir import Quant, Tensor
 
 SIGMOID_Q = Quant(1.0 / 256, -128)
 TANH_Q = Quant(1.0 / 128, 0)
@@ -35,7 +45,9 @@ SOFTMAX_Q = Quant(1.0 / 256, -128)
 SAME_AS_INPUT = {"max_pool", "avg_pool", "max_pool3d", "avg_pool3d", "reshape", "identity",
                  "resize_bilinear"}
 WIDE_READERS = {"sigmoid", "tanh", "softmax", "elu", "selu", "hard_sigmoid", "hard_swish",
-                "swish", "gelu", "softplus", "softsign", "exponential", "mish"}
+                "swish", "gelu", "gelu_tanh", "softplus", "softsign", "exponential", "mish",
+                "square", "sqrt", "rsqrt", "log", "log1p", "expm1", "reciprocal", "rdiv",
+                "pow", "rpow", "erf", "sin", "cos", "chain"}
 INT16_MAX = 32767
 CHUNK = 64
 
@@ -63,11 +75,16 @@ def quantize_multiplier(m: float):
     return q_fixed, shift
 
 
+MIN_SCALE = 1e-8  # a range under 2.6e-6 (a dead ReLU's float noise) is not resolved
+
+
 def activation_quant(lo: float, hi: float) -> Quant:
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     if hi - lo < 1e-12:
         return Quant(1.0 / 255, -128)
-    scale = (hi - lo) / 255.0
+    # A floor on the scale keeps every requantization multiplier (input scale
+    # x weight scale / output scale) within int32's shift range.
+    scale = max((hi - lo) / 255.0, MIN_SCALE)
     zp = int(np.clip(round_away(-128 - lo / scale), -128, 127))
     return Quant(float(np.float32(scale)), zp)
 
@@ -96,6 +113,12 @@ def calibrate(graph, samples) -> dict:
         probes: dict = {}
         values = interpret.run(graph, [s[start:start + CHUNK] for s in samples], probes)
         for name, v in {**values, **probes}.items():
+            if not np.all(np.isfinite(v)):
+                node = graph.producer(name)
+                raise ExportError(
+                    f"layer '{node.layer if node else name}' computes NaN or Inf on the "
+                    f"calibration samples, which int8 cannot represent; check the inputs "
+                    f"(log or sqrt of negative values, division by zero)")
             lo, hi = float(v.min()), float(v.max())
             old = ranges.get(name, (lo, hi))
             ranges[name] = (min(old[0], lo), max(old[1], hi))
@@ -105,6 +128,7 @@ def calibrate(graph, samples) -> dict:
 
 def quantize(graph, samples):
     ranges = calibrate(graph, samples)
+    compose_tables(graph)
     for name in graph.inputs:
         t = graph.tensors[name]  # Embedding indices stay whole numbers
         t.quant = Quant(1.0, 0) if t.dtype == "int32" else activation_quant(*ranges[name])
@@ -125,6 +149,34 @@ def quantize(graph, samples):
     graph.dtype = "int8"
     fold_input_affine(graph)
     return ranges
+
+
+def compose_tables(graph) -> None:
+    """Consecutive elementwise functions (activation nodes) map int8 to int8
+    through one table each; composed, they are one table from the first
+    input to the last output, with no rounding in between."""
+    for node in list(graph.nodes):
+        if node.op != "activation" or node not in graph.nodes:
+            continue
+        readers = graph.consumers(node.outputs[0])
+        while (len(readers) == 1 and readers[0].op == "activation"
+               and node.outputs[0] not in graph.outputs and not node.attrs.get("frames")
+               and not readers[0].attrs.get("frames")):
+            nxt = readers[0]
+            steps = chain_of(node) + chain_of(nxt)
+            node.attrs = {"func": "chain", "chain": steps,
+                          "fused": node.attrs.get("fused", []) + [nxt.layer]}
+            del graph.tensors[node.outputs[0]]
+            node.outputs = list(nxt.outputs)
+            graph.nodes.remove(nxt)
+            readers = graph.consumers(node.outputs[0])
+
+
+def chain_of(node) -> list:
+    a = node.attrs
+    if a["func"] == "chain":
+        return list(a["chain"])
+    return [{k: v for k, v in a.items() if k != "fused"}]
 
 
 def fold_input_affine(graph) -> None:
@@ -155,14 +207,36 @@ def fold_input_affine(graph) -> None:
 def feeds_wide_reader(graph, node) -> bool:
     out = node.outputs[0]
     readers = graph.consumers(out)
-    return (node.op in ("conv2d", "conv3d", "dense") and out not in graph.outputs
+    return (node.op in ("conv2d", "conv3d", "dense", "matmul") and out not in graph.outputs
             and len(readers) == 1 and readers[0].op in ("activation", "softmax")
             and readers[0].attrs.get("func", "softmax") in WIDE_READERS)
 
 
 def int16_quant(lo: float, hi: float) -> Quant:
-    top = max(abs(lo), abs(hi), 1e-12)
-    return Quant(float(np.float32(top / INT16_MAX)), 0)
+    top = max(abs(lo), abs(hi))
+    if top < 1e-12:  # a constant-zero tensor (a dead layer): any scale is exact
+        return Quant(1.0 / INT16_MAX, 0)
+    return Quant(float(np.float32(max(top / INT16_MAX, MIN_SCALE / 256))), 0)
+
+
+# The largest left shift a requantization may take: int8 outputs any that
+# int32 allows, int16 outputs +14 (k2m.h, k2m_conv2d_s8_s16).
+MAX_SHIFT = {"int8": 30, "int16": 14}
+
+
+def fitted_output(tout, bscale) -> Quant:
+    """The output's parameters, coarsened where the finest one could not be
+    reached by a requantization (an almost constant output: a dead ReLU's
+    noise); a scale that coarse loses nothing such an output holds."""
+    q = tout.quant
+    floor = float(np.max(bscale)) / 2.0 ** MAX_SHIFT[tout.dtype] * 1.0001
+    if q.scale >= floor:
+        return q
+    if tout.dtype == "int16":
+        return Quant(float(np.float32(floor)), 0)
+    lo = q.scale * (-128 - q.zero_point)
+    zp = int(np.clip(round_away(-128 - lo / floor), -128, 127))
+    return Quant(float(np.float32(floor)), zp)
 
 
 def output_quant(node, tin, rng) -> Quant:
@@ -174,6 +248,8 @@ def output_quant(node, tin, rng) -> Quant:
         return SIGMOID_Q
     if node.op == "activation" and node.attrs["func"] == "tanh":
         return TANH_Q
+    if node.op == "reduce" and node.attrs["func"] in ("max", "min"):
+        return tin.quant  # exact: the largest / smallest input value
     return activation_quant(*rng)
 
 
@@ -198,6 +274,7 @@ def weighted(node, tin, tout) -> dict:
     bias = node.weights.get("bias")
     bq = np.zeros(len(wscale)) if bias is None else round_away(bias / bscale)
     bq = np.clip(bq, -2**31, 2**31 - 1).astype(np.int32)
+    tout.quant = qout = fitted_output(tout, bscale)
     mults = [quantize_multiplier(s / qout.scale) for s in bscale]
     return {"weight_scale": wscale, "kernel": wq, "bias": bq,
             "multiplier": np.array([m for m, _ in mults], dtype=np.int32),
@@ -230,13 +307,20 @@ def add_params(node, tin, tout, tin2) -> dict:
                        left_shift, tout.quant.zero_point, mo, sho, lo, hi]}
 
 
-def binary_params(node, tin, tout, tin2) -> dict:
-    """The k2m_binary_s8_params fields for Subtract/Average (as Add),
-    Multiply and Maximum/Minimum."""
-    func = node.attrs["func"]
+def binary_params(node, tin, tout, tin2, func=None) -> dict:
+    """The k2m_binary_s8_params fields for Add, Subtract/Average (as Add),
+    Multiply, Divide and Maximum/Minimum, tin and tin2 in operand order."""
+    func = func or node.attrs["func"]
     s1, s2, so = tin.quant.scale, tin2.quant.scale, tout.quant.scale
     o1, o2, oo = -tin.quant.zero_point, -tin2.quant.zero_point, tout.quant.zero_point
     lo, hi = clamp_range(node.attrs["clamp"], tout.quant)
+    if func == "add":
+        return add_params(node, tin, tout, tin2)
+    if func == "div":
+        # the quotient keeps DIV_FRACTION_BITS; beyond 1/2 the multiplier
+        # saturates every nonzero quotient anyway (k2m.h)
+        m, sh = quantize_multiplier(min(s1 / (s2 * so * 2.0 ** DIV_FRACTION_BITS), 0.5))
+        return {"params": [o1, 0, 0, o2, 0, 0, DIV_FRACTION_BITS, oo, m, sh, lo, hi]}
     if func in ("sub", "avg"):
         p = add_params(node, tin, tout, tin2)["params"]
         if func == "sub":
@@ -250,6 +334,69 @@ def binary_params(node, tin, tout, tin2) -> dict:
     m1, sh1 = quantize_multiplier(s1 / so)
     m2, sh2 = quantize_multiplier(s2 / so)
     return {"params": [o1, m1, sh1, o2, m2, sh2, 0, oo, 0, 0, lo, hi]}
+
+
+DIV_FRACTION_BITS = 22  # |q| <= 255, so 255 * 2^22 < 2^30 (k2m_div_nearest)
+
+
+def const_operand(node):
+    """The const form's constant as (int8 values, Tensor with its own
+    quantization, func the kernel runs).  x / c runs as x * (1/c) when no c
+    is 0: a multiply is exact where the integer division rounds, and the
+    reciprocal of a scalar is exact in int8 like the scalar itself."""
+    c = node.weights["const"].astype(np.float64)
+    if not np.all(np.isfinite(c)):
+        raise ExportError(f"'{node.layer}': the constant operand of {node.attrs['func']} is "
+                          f"not finite")
+    func = node.attrs["func"]
+    if func == "div" and not node.attrs.get("const_first") and np.all(c != 0):
+        c, func = 1.0 / c, "mul"
+    q = activation_quant(float(c.min()), float(c.max()))
+    values = np.clip(round_away(c / q.scale) + q.zero_point, -128, 127).astype(np.int8)
+    return values, Tensor(node.name + "/const", c.shape, "int8", q), func
+
+
+def broadcast_binary_params(node, tin, tout, tin2=None) -> dict:
+    """binary_params in operand order; the const form's constant is int8
+    with its own per-tensor scale (activation_quant of its min/max, so a
+    scalar constant is exact), stored as int8["const"]."""
+    if tin2 is not None:
+        return {**binary_params(node, tin, tout, tin2), "func": node.attrs["func"]}
+    values, tc, func = const_operand(node)
+    first, second = (tc, tin) if node.attrs.get("const_first") else (tin, tc)
+    return {**binary_params(node, first, tout, second, func), "func": func, "const": values}
+
+
+def reduce_params(node, tin, tout) -> dict:
+    """mean/sum: one multiplier for input_scale / (output_scale * length)
+    (mean) or input_scale / output_scale (sum); max/min share the input's
+    parameters and need only the clamp."""
+    a, b, c = node.attrs["dims"]
+    act = clamp_range(node.attrs["clamp"], tout.quant)
+    if node.attrs["func"] in ("max", "min"):
+        return {"act": act}
+    if 255 * b >= 2**31:
+        raise ExportError(f"'{node.layer}': a {node.attrs['func']} over {b} values overflows "
+                          f"the int8 kernel's int32 sum")
+    divisor = b if node.attrs["func"] == "mean" else 1
+    m, sh = quantize_multiplier(tin.quant.scale / (tout.quant.scale * divisor))
+    return {"params": [-tin.quant.zero_point, tout.quant.zero_point, m, sh, *act]}
+
+
+MATMUL_MAX_K = 32767  # k * 255 * 256 < 2^31: no partial sum overflows (k2m.h)
+
+
+def matmul_params(node, tin, tout, tin2) -> dict:
+    """Both operands asymmetric int8; one multiplier for
+    s_a * s_b / s_out (int8, or int16 when a softmax alone reads it)."""
+    if node.attrs["k"] > MATMUL_MAX_K:
+        raise ExportError(f"'{node.layer}': a matmul over k = {node.attrs['k']} overflows the "
+                          f"int8 kernel's int32 sums; at most {MATMUL_MAX_K} are supported")
+    m, sh = quantize_multiplier(tin.quant.scale * tin2.quant.scale / tout.quant.scale)
+    act = clamp_range(node.attrs.get("clamp", (None, None)), tout.quant,
+                      16 if tout.dtype == "int16" else 8)
+    return {"params": [-tin.quant.zero_point, -tin2.quant.zero_point, tout.quant.zero_point,
+                       m, sh, *act]}
 
 
 def copy_params(node, tin, tout, *others) -> dict:
@@ -279,14 +426,22 @@ def lookup_table(node, tin, tout) -> dict:
         # 257 points over the int16 range, in 1/256 output steps; the
         # kernel interpolates between them.
         real = qin.scale * (np.arange(257) * 256 - 32768)
-        y = interpret.activation(node, real)
+        y = defined(interpret.activation(node, real))
         table = round_away(256 * (y / qout.scale + qout.zero_point))
         return {"table16": np.clip(table, -2**31, 2**31 - 1).astype(np.int32)}
     q = np.arange(-128, 128)
     real = qin.scale * (q - qin.zero_point)
-    y = interpret.activation(node, real)
+    y = defined(interpret.activation(node, real))
     table = np.clip(round_away(y / qout.scale) + qout.zero_point, -128, 127)
     return {"table": table.astype(np.int8)}
+
+
+def defined(y):
+    """A table's values where the function is defined; where it is not (the
+    sqrt or log of an input code below the calibrated range's zero, which the
+    calibration samples never reached) the table holds 0.  ±inf saturates."""
+    y = np.asarray(y, np.float64)
+    return np.nan_to_num(y, nan=0.0, posinf=1e30, neginf=-1e30)
 
 
 def softmax_table(node, tin, tout) -> dict:
@@ -319,11 +474,18 @@ def rnn_params(node, tin, tout, ranges) -> dict:
     return quantize_recurrent.params(node, tin.quant, tout.quant, ranges)
 
 
+def norm_params(node, tin, tout) -> dict:
+    from . import quantize_norm
+    return quantize_norm.params(node, tin, tout)
+
+
 # Ops whose quantization needs more than their input/output ranges.
 SPECIAL = {"embedding": embedding_params, "rnn": rnn_params}
 
 PARAMS = {"conv2d": weighted, "depthwise_conv2d": weighted, "conv3d": weighted,
           "dense": weighted, "max_pool3d": pooled, "avg_pool3d": pooled, "max_pool": pooled,
-          "avg_pool": pooled, "mean": mean, "add": add_params, "binary": binary_params, "copy": copy_params, "prelu": prelu_params,
+          "avg_pool": pooled, "mean": mean, "add": add_params, "copy": copy_params, "prelu": prelu_params,
           "activation": lookup_table,
-          "softmax": softmax_table}
+          "softmax": softmax_table,
+          "norm": norm_params, "binary": broadcast_binary_params, "reduce": reduce_params,
+          "matmul": matmul_params}

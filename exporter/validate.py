@@ -28,6 +28,7 @@ class LayerInfo:
     macs: int = 0
     warnings: list = field(default_factory=list)
     more_weights: list = field(default_factory=list)  # (name, keras shape, dims, C shape, C dims)
+    call: str = ""  # an op node's call with its constants, e.g. "add(conv2d, 3.0)"
 
     def formula(self) -> str:
         if self.kernel_shape is None:
@@ -47,6 +48,8 @@ class LayerInfo:
             line += (f"  {name} {tuple(shape)} [{','.join(dims)}]"
                      f"  → C {tuple(c_shape)} [{','.join(c_dims)}]")
         line += f"  params {self.params}  MACs {self.macs}"
+        if self.call:
+            line += f"  = {self.call}"
         return line
 
 

@@ -225,8 +225,10 @@ ADD_FIELDS = ("input1_offset", "input1_multiplier", "input1_shift",
               "output_offset", "output_multiplier", "output_shift", "act_min", "act_max")
 
 
-def add_s8(p, x1, x2):
-    """k2m_add_s8 (TFLite's int8 Add); p has k2m_add_s8_params's fields."""
+def add_s8(p, x1, x2, out_rq=None):
+    """k2m_add_s8 (TFLite's int8 Add); p has k2m_add_s8_params's fields.
+    out_rq: the output requantization (requantize_sat for the broadcast
+    kernel); the operands may be numpy-broadcast."""
     a = (x1.astype(np.int64) + p["input1_offset"]) * (1 << p["left_shift"])
     b = (x2.astype(np.int64) + p["input2_offset"]) * (1 << p["left_shift"])
     # the C computes these in int32: the parameters must keep them in range
@@ -234,7 +236,7 @@ def add_s8(p, x1, x2):
     s = (requantize(a, p["input1_multiplier"], p["input1_shift"])
          + requantize(b, p["input2_multiplier"], p["input2_shift"]))
     assert s.min(initial=0) >= INT32_MIN and s.max(initial=0) <= INT32_MAX
-    y = requantize(s, p["output_multiplier"], p["output_shift"]) + p["output_offset"]
+    y = (out_rq or requantize)(s, p["output_multiplier"], p["output_shift"]) + p["output_offset"]
     return np.clip(y, p["act_min"], p["act_max"]).astype(np.int8)
 
 
@@ -380,3 +382,147 @@ def quantize_f32_s8(x, scale, zero_point):
 def dequantize_s8_f32(q, scale, zero_point):
     d = (q.astype(np.int64) - zero_point).astype(np.float32)
     return (np.float32(scale) * d).astype(np.float32)
+
+
+# ---- broadcasting binary ops, reduce, matmul (k2m_broadcast.c,
+# k2m_reduce.c, k2m_matmul.c) ------------------------------------------------
+
+def requantize_sat(acc, multiplier, shift):
+    """k2m_rq_apply_sat: requantize, except that an accumulator whose left
+    shift would leave int32 gives the sat30 bound of its sign."""
+    acc, m, s = np.broadcast_arrays(np.asarray(acc, np.int64), np.asarray(multiplier, np.int64),
+                                    np.asarray(shift, np.int64))
+    left = np.where(s > 0, s, 0)
+    lim = INT32_MAX >> left
+    y = requantize(np.clip(acc, INT32_MIN, INT32_MAX), m, s)
+    y = np.where((left > 0) & (acc > lim), (1 << 30) - 1, y)
+    return np.where((left > 0) & (acc < -lim - 1), -(1 << 30), y)
+
+
+def _clamp_s8(y, p):
+    return np.clip(y, p["act_min"], p["act_max"]).astype(np.int8)
+
+
+def broadcast_add_s8(p, x1, x2):
+    """k2m_broadcast_add_s8: add_s8 with the output requantization
+    saturating (requantize_sat)."""
+    return add_s8(p, x1, x2, out_rq=requantize_sat)
+
+
+def broadcast_mul_s8(p, x1, x2):
+    prod = ((np.asarray(x1, np.int64) + p["input1_offset"])
+            * (np.asarray(x2, np.int64) + p["input2_offset"]))
+    return _clamp_s8(requantize_sat(prod, p["output_multiplier"], p["output_shift"])
+                     + p["output_offset"], p)
+
+
+def broadcast_max_min_s8(p, is_max, x1, x2):
+    a = requantize_sat(np.asarray(x1, np.int64) + p["input1_offset"],
+                       p["input1_multiplier"], p["input1_shift"])
+    b = requantize_sat(np.asarray(x2, np.int64) + p["input2_offset"],
+                       p["input2_multiplier"], p["input2_shift"])
+    return _clamp_s8((np.maximum(a, b) if is_max else np.minimum(a, b)) + p["output_offset"], p)
+
+
+def div_nearest(num, den):
+    """k2m_div_nearest: num / den to nearest, ties away from zero (den != 0)."""
+    num, den = np.asarray(num, np.int64), np.asarray(den, np.int64)
+    a, b = np.abs(num), np.abs(den)
+    q = (a + (b >> 1)) // b
+    return np.where((num < 0) != (den < 0), -q, q)
+
+
+def broadcast_div_s8(p, x1, x2):
+    """k2m_broadcast_div_s8: the quotient with left_shift fraction bits,
+    requantized; a zero divisor gives act_max / act_min / the clamped zero
+    point for n > 0 / n < 0 / n == 0."""
+    n, d = np.broadcast_arrays(np.asarray(x1, np.int64) + p["input1_offset"],
+                               np.asarray(x2, np.int64) + p["input2_offset"])
+    safe = np.where(d == 0, 1, d)
+    t = div_nearest(n * (1 << p["left_shift"]), safe)
+    assert np.abs(t).max(initial=0) <= 2**30
+    y = requantize_sat(t, p["output_multiplier"], p["output_shift"]) + p["output_offset"]
+    zero = np.where(n > 0, p["act_max"], np.where(n < 0, p["act_min"], p["output_offset"]))
+    return _clamp_s8(np.where(d == 0, zero, y), p)
+
+
+BROADCAST_F32 = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+                 "max": np.maximum, "min": np.minimum}
+
+
+def broadcast_f32(func, x1, x2, act_min, act_max):
+    """k2m_broadcast_f32, bit-exact: one float32 operation, then the C's
+    clamp comparisons."""
+    a, b = np.asarray(x1, np.float32), np.asarray(x2, np.float32)
+    with np.errstate(all="ignore"):
+        v = ((a + b) * np.float32(0.5) if func == "avg" else BROADCAST_F32[func](a, b))
+    v = v.astype(np.float32)
+    lo, hi = np.float32(act_min), np.float32(act_max)
+    v = np.where(v < lo, lo, v)
+    return np.where(v > hi, hi, v).astype(np.float32)
+
+
+def reduce_sum_s8(p, x):
+    """k2m_reduce_sum_s8: x (outer, length, inner) int8 -> (outer, inner)."""
+    x = np.asarray(x, np.int64)
+    s = x.sum(axis=1) + x.shape[1] * p["input_offset"]
+    assert s.min() >= INT32_MIN and s.max() <= INT32_MAX, "int32 sum overflow"
+    return _clamp_s8(requantize_sat(s, p["multiplier"], p["shift"]) + p["output_offset"], p)
+
+
+def reduce_max_min_s8(is_max, act_min, act_max, x):
+    x = np.asarray(x, np.int64)
+    y = x.max(axis=1) if is_max else x.min(axis=1)
+    return np.clip(y, act_min, act_max).astype(np.int8)
+
+
+def reduce_f32(func, x, act_min, act_max):
+    """Returns (result, error scale): float64 reduction of x (outer, length,
+    inner) over the middle axis, clamped."""
+    x = np.asarray(x, np.float64)
+    y = {"mean": np.mean, "sum": np.sum, "max": np.max, "min": np.min}[func](x, axis=1)
+    mag = np.abs(x).sum(axis=1) / (x.shape[1] if func == "mean" else 1)
+    return np.clip(y, act_min, act_max), mag
+
+
+def matmul_offsets(d):
+    """(off_a, off_b, off_c) per batch, outermost level first (k2m_matmul_dims
+    as a dict with batch_count, a_batch, b_batch, c_batch lists of 3)."""
+    out = []
+    for i0 in range(d["batch_count"][0]):
+        for i1 in range(d["batch_count"][1]):
+            for i2 in range(d["batch_count"][2]):
+                idx = (i0, i1, i2)
+                out.append(tuple(sum(i * s for i, s in zip(idx, d[key]))
+                                 for key in ("a_batch", "b_batch", "c_batch")))
+    return out
+
+
+def _matmul_acc(d, a, b, a_offset=0, b_offset=0):
+    """Yields (output indices (m, n), exact sums (m, n)) per batch."""
+    i, j, t = np.arange(d["m"])[:, None], np.arange(d["n"])[:, None], np.arange(d["k"])[None, :]
+    for off_a, off_b, off_c in matmul_offsets(d):
+        rows_a = a[off_a + i * d["a_row"] + t] + a_offset
+        rows_b = b[off_b + j * d["b_row"] + t] + b_offset
+        yield off_c + i * d["c_row"] + j.T, rows_a @ rows_b.T
+
+
+def matmul_s8(d, p, a, b, c_size, out16=False):
+    """k2m_matmul_s8 (out16: _s8_s16) on flat int8 a, b; returns the flat c
+    with every element the matmul writes (others stay 0)."""
+    c = np.zeros(c_size, np.int16 if out16 else np.int8)
+    for idx, acc in _matmul_acc(d, np.asarray(a, np.int64), np.asarray(b, np.int64),
+                                p["a_offset"], p["b_offset"]):
+        assert np.abs(acc).max() < 2**31
+        y = requantize_sat(acc, p["multiplier"], p["shift"]) + p["output_offset"]
+        c[idx] = np.clip(y, p["act_min"], p["act_max"])
+    return c
+
+
+def matmul_f32(d, a, b, c_size, act_min, act_max):
+    """Returns (result, error scale) as flat arrays."""
+    c, mag = np.zeros(c_size), np.zeros(c_size)
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    for (idx, acc), (_, m) in zip(_matmul_acc(d, a, b), _matmul_acc(d, np.abs(a), np.abs(b))):
+        c[idx], mag[idx] = np.clip(acc, act_min, act_max), m
+    return c, mag

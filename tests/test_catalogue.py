@@ -193,7 +193,7 @@ def models(keras, tmp_path_factory):
         x = L.Masking(name="my_mask")(inp)
         x = L.LSTM(8, return_sequences=True, name="my_lstm")(x)
         x = L.Bidirectional(L.GRU(4, return_sequences=True, name="inner_gru"), name="my_bidi")(x)
-        x = L.LayerNormalization(name="my_norm")(x)
+        x = L.AdditiveAttention(name="my_attn")([x, x])
         x = L.Lambda(lambda t: t + 1.0, name="plus_one")(x)
         x = L.Flatten()(x)
         keras.Model(inp, L.Dense(2, name="out")(x)).save(d / "many.keras")
@@ -426,7 +426,7 @@ def _(m, cwd):
 @case("many-unsupported-layers-in-one-message")
 def _(m, cwd):
     return Spec([m / "many.keras", "--dtype", "float32", "-o", cwd / "out"], 3,
-                ("my_mask", "Masking", "my_norm", "LayerNormalization", "plus_one", "Lambda"))
+                ("my_mask", "Masking", "my_attn", "AdditiveAttention", "plus_one", "Lambda"))
 
 
 @case("lambda-in-nested-model")

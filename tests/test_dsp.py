@@ -98,6 +98,21 @@ static int guard_ok(const void *buf, int32_t from_byte, int32_t bytes)
 }
 """
 
+# out_hash in C: FNV-1a over the outputs as 16-bit patterns.
+FNV_C = r"""
+static uint32_t fnv(const void *out, int32_t n, int is16)
+{
+    uint32_t h = 2166136261u;
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        int32_t v = is16 ? ((const int16_t *)out)[i] : ((const int8_t *)out)[i];
+        h = (h ^ ((uint32_t)v & 0xFFFFu)) * 16777619u;
+    }
+    return h;
+}
+"""
+
+
 def _unavailable(reason):
     if os.environ.get("CI"):
         pytest.fail(reason + " (required in CI)")
@@ -428,18 +443,7 @@ def c_program(cases):
            # int32 storage: 4-byte aligned, as the arena's tensors are
            f"static int32_t out_buf[({max_out} + 2 * GUARD + 3) / 4];\n",
            f"static int32_t scratch_buf[({max_scr} + 2 * GUARD + 3) / 4];\n",
-           r"""
-static uint32_t fnv(const void *out, int32_t n, int is16)
-{
-    uint32_t h = 2166136261u;
-    int32_t i;
-    for (i = 0; i < n; ++i) {
-        int32_t v = is16 ? ((const int16_t *)out)[i] : ((const int8_t *)out)[i];
-        h = (h ^ ((uint32_t)v & 0xFFFFu)) * 16777619u;
-    }
-    return h;
-}
-""", GUARD_C]
+           FNV_C, GUARD_C]
     body = []
     for i, c in enumerate(cases):
         src.append(_arr(f"x{i}", "int8_t", c["x"]))

@@ -83,6 +83,25 @@ def k2m(tmp_path_factory):
     return mod
 
 
+def section_module(name: str, section: str, shims: str, shim_cdef: str, tmp):
+    """A cffi module of one k2m.h section ("/* ---- <section>" up to the
+    next "/* ---- ") and C shims that #include the kernel files themselves,
+    so their static helpers can be tested directly."""
+    import cffi
+    text = (RUNTIME / "k2m.h").read_text()
+    start = text.index("/* ---- " + section)
+    ffi = cffi.FFI()
+    ffi.cdef(header_cdef(text[start:text.index("/* ---- ", start + 1)]) + shim_cdef)
+    ffi.set_source(name, shims, include_dirs=[str(RUNTIME)], libraries=["m"],
+                   extra_compile_args=["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"])
+    so = ffi.compile(tmpdir=str(tmp), verbose=False)
+    spec = importlib.util.spec_from_file_location(
+        name, so, loader=importlib.machinery.ExtensionFileLoader(name, so))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 # ---- marshalling ---------------------------------------------------------
 
 class Caller:

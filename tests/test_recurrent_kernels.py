@@ -11,8 +11,6 @@ either side fails the test.
 """
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import itertools
 import sys
 from pathlib import Path
@@ -22,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import rnn_ref as ref  # noqa: E402
-from test_kernels import GUARD, RUNTIME, Caller, header_cdef, sentinel  # noqa: E402
+from test_kernels import GUARD, Caller, section_module, sentinel  # noqa: E402
 
 CELLS = ["simple_rnn", "lstm", "gru"]
 GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
@@ -45,28 +43,10 @@ void t_lut16(const int16_t *v, const int16_t *t, int32_t *out, int32_t n);
 """
 
 
-def recurrent_cdef() -> str:
-    text = (RUNTIME / "k2m.h").read_text()
-    start = text.index("/* ---- recurrent layers")
-    return header_cdef(text[start:text.index("/* ---- ", start + 1)]) + SHIM_CDEF
-
-
 @pytest.fixture(scope="session")
 def rnn(tmp_path_factory):
-    import cffi
-    ffi = cffi.FFI()
-    ffi.cdef(recurrent_cdef())
-    ffi.set_source("_k2m_recurrent_test", SHIMS, include_dirs=[str(RUNTIME)],
-                   libraries=["m"],
-                   extra_compile_args=["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"])
-    tmp = tmp_path_factory.mktemp("k2m_recurrent_build")
-    so = ffi.compile(tmpdir=str(tmp), verbose=False)
-    spec = importlib.util.spec_from_file_location(
-        "_k2m_recurrent_test", so,
-        loader=importlib.machinery.ExtensionFileLoader("_k2m_recurrent_test", so))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return section_module("_k2m_recurrent_test", "recurrent layers", SHIMS, SHIM_CDEF,
+                          tmp_path_factory.mktemp("k2m_recurrent_build"))
 
 
 # ---- buffers and calls ---------------------------------------------------

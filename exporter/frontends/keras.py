@@ -1,135 +1,23 @@
 """Keras model → IR graph.
 
-One small handler per Keras layer class, registered in `HANDLERS` by class
-(never by layer name).  A handler reads the layer's config and weights,
-checks them (`validate`), and adds IR nodes through a `LayerContext`.
-Unknown layers are collected and reported together, never skipped.
+The model's graph is walked in Keras's own execution order.  Every node is
+a layer or a Keras 3 op node; its handler is found by the (module,
+class_name) Keras serializes it under (registry.py) and adds IR nodes
+through a `LayerContext`.  A node that is itself a Functional or Sequential
+model is inlined: its graph is walked with the outer tensors as inputs and
+its layers named by their path (`mobilenet_0.25_96/conv_dw_1`).  Nothing is
+skipped: an unknown node is refused with every other one, by name.
 """
 from __future__ import annotations
 
-import numpy as np
-
-from .. import validate
 from ..errors import ExportError, UnsupportedModelError
-from ..ir import Graph, Node
-from ..validate import LayerInfo
-from . import keras_file
+from ..ir import Graph
+from . import keras_file, registry
+from .context import CLAMPS, ELEMENTWISE, LayerContext, Ref, with_bias  # noqa: F401 (re-exported)
 
-HANDLERS: dict = {}
-
-# Activations a conv/dense applies as an output clamp; others become a node.
-CLAMPS = {"linear": (None, None), "relu": (0.0, None), "relu6": (0.0, 6.0)}
-# Keras activation name -> (IR function, its parameters)
-ELEMENTWISE = {
-    "sigmoid": ("sigmoid", {}), "tanh": ("tanh", {}),
-    "leaky_relu": ("leaky_relu", {"alpha": 0.2}), "elu": ("elu", {"alpha": 1.0}),
-    "selu": ("selu", {}), "hard_sigmoid": ("hard_sigmoid", {}),
-    "hard_silu": ("hard_swish", {}), "hard_swish": ("hard_swish", {}),
-    "silu": ("swish", {}), "swish": ("swish", {}), "gelu": ("gelu", {}),
-    "softplus": ("softplus", {}), "softsign": ("softsign", {}),
-    "exponential": ("exponential", {}), "mish": ("mish", {}),
-}
-
-
-def with_bias(weights: dict, bias) -> dict:
-    return weights if bias is None else {**weights, "bias": bias}
-
-
-def handles(*classes):
-    def register(fn):
-        for cls in classes:
-            HANDLERS[cls] = fn
-        return fn
-    return register
-
-
-class LayerContext:
-    """What a handler sees: its layer, its input tensors, and the graph."""
-
-    def __init__(self, graph: Graph, layer, inputs: list, infos: list):
-        self.graph = graph
-        self.layer = layer
-        self.cls = type(layer).__name__
-        self.config = layer.get_config()
-        self.inputs = inputs
-        self.infos = infos
-
-    @property
-    def name(self) -> str:
-        return self.layer.name
-
-    @property
-    def in_shape(self) -> tuple:
-        return self.graph.tensors[self.inputs[0]].shape
-
-    def add(self, op, inputs, out_shape, attrs=None, weights=None, suffix=""):
-        validate.check_output_shape(self.name, self.cls, self.in_shape, out_shape)
-        out = self.graph.add_tensor(self.name + suffix, out_shape)
-        self.graph.add_node(Node(  # unique like its tensor: a shared layer is called twice
-            name=out.name, op=op, inputs=list(inputs),
-            outputs=[out.name], attrs=dict(attrs or {}),
-            weights=dict(weights or {}), layer=self.name, keras_class=self.cls))
-        return out.name
-
-    def info(self, out_shape, **kw) -> LayerInfo:
-        info = LayerInfo(self.name, self.cls, self.in_shape, tuple(out_shape), **kw)
-        self.infos.append(info)
-        return info
-
-    def weights(self):
-        arrays = [np.asarray(w, dtype=np.float32) for w in self.layer.get_weights()]
-        validate.check_finite(self.name, self.cls, arrays)
-        return arrays
-
-    def kernel_and_bias(self):
-        """The layer's kernel and its bias (None with use_bias=False)."""
-        ws = self.weights()
-        return ws[0], (ws[1] if self.config.get("use_bias", True) else None)
-
-    def add_then_activation(self, op, inputs, out_shape, attrs, weights, func):
-        """The op, then the activation= it could not fuse (if any)."""
-        t = self.add(op, inputs, out_shape, attrs, weights)
-        return self.add_activation(func, t) if func else t
-
-    def unsupported(self, why: str):
-        raise UnsupportedModelError(f"layer '{self.name}' ({self.cls}): {why}")
-
-    def channels_last(self):
-        if self.config.get("data_format", "channels_last") != "channels_last":
-            self.unsupported("data_format='channels_first' is not supported; "
-                             "use channels_last (the Keras default)")
-
-    def activation(self, name: str) -> tuple:
-        """Split `activation=` into a fused clamp and, if needed, a node."""
-        if not isinstance(name, str):
-            self.unsupported("a custom activation function cannot be exported")
-        if name in CLAMPS:
-            return CLAMPS[name], None
-        if name in ELEMENTWISE or name == "softmax":
-            return CLAMPS["linear"], name
-        self.unsupported(f"activation '{name}' is not supported yet "
-                         f"(supported: {', '.join(sorted(set(CLAMPS) | set(ELEMENTWISE) | {'softmax'}))})")
-
-    def add_activation(self, name: str, tensor: str, suffix="_act", **params) -> str:
-        """An activation node for Keras activation `name` (params override defaults)."""
-        shape = self.graph.tensors[tensor].shape
-        if name == "softmax":
-            return self.add("softmax", [tensor], shape, {"axis": -1}, suffix=suffix)
-        func, defaults = ELEMENTWISE[name]
-        return self.add("activation", [tensor], shape, {"func": func, **defaults, **params},
-                        suffix=suffix)
-
-
-# ---- padding -------------------------------------------------------------
-
-
-# ---- handlers ------------------------------------------------------------
-
-
-# ---- graph walk ----------------------------------------------------------
 
 def supported_classes() -> set:
-    return set(HANDLERS)
+    return set(registry.HANDLERS)
 
 
 def _functional(model):
@@ -137,53 +25,53 @@ def _functional(model):
     if isinstance(model, keras.Sequential):
         f = getattr(model, "_functional", None)
         if f is None:
-            raise ExportError("the Sequential model has no input shape; build it "
-                              "with keras.Input(shape=...) first")
+            raise ExportError(f"the Sequential model '{model.name}' has no input shape; "
+                              f"build it with keras.Input(shape=...) first")
         return f
     return model
 
 
+def _is_model(op) -> bool:
+    import keras
+    return isinstance(op, keras.Model)
+
+
 def check_classes(model) -> None:
-    """For models passed in memory: the same all-at-once check as for files."""
-    bad = [f"'{l.name}' ({type(l).__name__})" for l in _functional(model)._operations
-           if type(l).__name__ not in HANDLERS and type(l).__name__ != "InputLayer"]
-    if bad:
-        raise UnsupportedModelError(
-            f"the model has {len(bad)} unsupported layer{'s' if len(bad) > 1 else ''}: "
-            + "; ".join(bad) + f". Supported layers: {', '.join(sorted(HANDLERS))}")
+    """For models passed in memory: the same all-at-once check as for files
+    (the file pre-check walks the config this serializes to)."""
+    import json
+
+    import keras
+    try:
+        config = json.loads(json.dumps(keras.saving.serialize_keras_object(model)))
+    except Exception as e:  # a custom object without get_config(), say
+        raise UnsupportedModelError(f"the model cannot be serialized by Keras, so it is "
+                                    f"not made of built-in layers ({keras_file.first_line(e)})")
+    from . import precheck
+    precheck.check(config)
 
 
-def to_graph(model, name: str):
-    """Lower a Keras model to an IR graph; returns (graph, layer infos)."""
-    check_classes(model)
+def to_graph(model, name: str, prechecked: bool = False):
+    """Lower a Keras model to an IR graph; returns (graph, layer infos).
+    `prechecked`: the model comes from a file whose config passed the
+    pre-check already."""
+    if not prechecked:
+        check_classes(model)
     f = _functional(model)
+    if not hasattr(f, "_nodes_by_depth"):
+        raise UnsupportedModelError(f"model '{model.name}' is a subclassed Model; only "
+                                    f"Functional and Sequential models can be exported")
     graph = Graph(name)
     infos: list = []
-    known: dict = {}  # id(KerasTensor) -> IR tensor name
+    names = []
     for t in f.inputs:
         shape = tuple(t.shape[1:])
         if any(d is None or d <= 0 for d in shape):
             raise UnsupportedModelError(f"model input '{t.name}' has shape {tuple(t.shape)}; "
-                              f"every dimension but the batch must be fixed and > 0")
-        known[id(t)] = graph.add_tensor(t.name, shape).name
-        graph.inputs.append(known[id(t)])
-    # Keras's own execution order: deepest nodes (nearest the inputs) first.
-    for depth in sorted(f._nodes_by_depth, reverse=True):
-        for node in f._nodes_by_depth[depth]:
-            layer = node.operation
-            if type(layer).__name__ == "InputLayer":
-                continue
-            ins = [id(t) for t in node.input_tensors]
-            ctx = LayerContext(graph, layer, [known[i] for i in ins], infos)
-            out = HANDLERS[type(layer).__name__](ctx)
-            kt = node.output_tensors[0]
-            ours, theirs = graph.tensors[out].shape, tuple(kt.shape[1:])
-            if ours != theirs:
-                raise UnsupportedModelError(
-                    f"layer '{layer.name}' ({ctx.cls}): Keras says its output is "
-                    f"{theirs} but the exporter computed {ours}; please report this")
-            known[id(kt)] = out
-    graph.outputs = [known[id(t)] for t in f.outputs]
+                                        f"every dimension but the batch must be fixed and > 0")
+        names.append(graph.add_tensor(t.name, shape).name)
+    graph.inputs = list(names)
+    graph.outputs = _walk(graph, f, names, infos, "")
     for name in graph.inputs:
         if graph.tensors[name].dtype == "int32" and any(
                 n.op != "embedding" for n in graph.consumers(name)):
@@ -193,10 +81,89 @@ def to_graph(model, name: str):
     return graph, infos
 
 
+def _walk(graph, f, input_names, infos, path) -> list:
+    """Lower functional model `f` with its inputs bound to IR tensors;
+    returns the IR names of its outputs."""
+    known = {id(t): n for t, n in zip(f.inputs, input_names)}
+    for depth in sorted(f._nodes_by_depth, reverse=True):  # nearest the inputs first
+        for node in f._nodes_by_depth[depth]:
+            op = node.operation
+            if type(op).__name__ == "InputLayer":
+                continue
+            ins = [known[id(t)] for t in node.input_tensors]
+            where = f"'{path}{op.name}' ({type(op).__name__})"
+            if node.arguments.kwargs.get("training") and not trains_by_default(op):
+                graph.warnings.append(
+                    f"{path}{op.name}: called with training=True, which model.predict "
+                    f"overrides (it runs every layer with training=False); the export "
+                    f"computes what predict computes, not what model(x) computes")
+            if _is_model(op):
+                inner = _functional(op)
+                if len(inner.inputs) != len(ins):
+                    raise UnsupportedModelError(f"{where} is called with {len(ins)} tensors "
+                                                f"but has {len(inner.inputs)} inputs")
+                outs = _walk(graph, inner, ins, infos, f"{path}{op.name}/")
+            else:
+                outs = _lower_node(graph, node, op, ins, known, infos, path)
+            kts = node.output_tensors
+            if len(outs) != len(kts):
+                raise UnsupportedModelError(f"{where} has {len(kts)} outputs; the exporter "
+                                            f"lowered {len(outs)}; please report this")
+            for kt, out in zip(kts, outs):
+                if str(kt.dtype) != "float32" and not _is_model(op):
+                    raise UnsupportedModelError(
+                        f"{where} computes {kt.dtype} values; the exporter runs float32 "
+                        f"models (cast constants and inputs to float32)")
+                ours, theirs = graph.tensors[out].shape, tuple(kt.shape[1:])
+                if ours != theirs:
+                    raise UnsupportedModelError(
+                        f"{where}: Keras says its output is {theirs} but the exporter "
+                        f"computed {ours}; please report this")
+                known[id(kt)] = out
+    return [known[id(t)] for t in f.outputs]
+
+
+def trains_by_default(op) -> bool:
+    """Whether `training=True` in the config is the layer's own default
+    (Keras records it for the Random* layers) rather than the user's."""
+    import inspect
+    try:
+        p = inspect.signature(type(op).call).parameters.get("training")
+    except (TypeError, ValueError):
+        return False
+    return p is not None and p.default is True
+
+
+def _lower_node(graph, node, op, ins, known, infos, path) -> list:
+    key = registry.object_key(op)
+    handler = registry.lookup(key)
+    if handler is None:  # the pre-check lists these; a model built in memory may differ
+        raise UnsupportedModelError(f"'{path}{op.name}' ({key[0]}.{key[1]}) is not supported")
+    args = _as_refs(node.arguments.args, known)
+    kwargs = _as_refs(node.arguments.kwargs, known)
+    ctx = LayerContext(graph, op, ins, infos, path, args, kwargs, key)
+    out = handler.lower(ctx)
+    ctx.check_understood()
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+def _as_refs(value, known):
+    """Call arguments with every KerasTensor replaced by a Ref to its IR tensor."""
+    import keras
+    if isinstance(value, keras.KerasTensor):
+        return Ref(known[id(value)], tuple(value.shape[1:]))
+    if isinstance(value, (list, tuple)):
+        return type(value)(_as_refs(v, known) for v in value)
+    if isinstance(value, dict):
+        return {k: _as_refs(v, known) for k, v in value.items()}
+    return value
+
+
 def load(path: str):
-    return keras_file.load(path, supported_classes())
+    return keras_file.load(path)
 
 
-# Importing the handler modules registers their layer classes.
-from . import (layers_conv, layers_core, layers_merge, layers_pool,  # noqa: E402,F401
-               layers_recurrent)
+# Importing the handler modules registers their layer classes and ops.
+from . import (layers_attention, layers_conv, layers_core, layers_image,  # noqa: E402,F401
+               layers_merge, layers_norm, layers_pool, layers_recurrent, ops_elementwise,
+               ops_linalg, ops_shape)

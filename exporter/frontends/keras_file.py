@@ -15,23 +15,6 @@ import zipfile
 
 from ..errors import ExportError, UnsupportedModelError
 
-# What to use instead, for layers users often bring.
-ADVICE = {
-    "Lambda": "a Lambda holds Python code, which the exporter never runs; "
-              "rewrite it with built-in layers",
-    "TFOpLambda": "a raw TensorFlow op; rewrite it with built-in Keras layers",
-    "Masking": "the exporter runs masking-free sequences; remove Masking and feed "
-               "sequences of the model's fixed length",
-    "NotEqual": "a comparison op, which Keras adds for Embedding(mask_zero=True) masks; "
-                "the exporter runs masking-free sequences",
-    "RNN": "a generic RNN around a cell; use the LSTM, GRU or SimpleRNN layer instead",
-    "ConvLSTM1D": "not supported; use Conv1D/Conv2D with TimeDistributed, then an LSTM",
-    "ConvLSTM2D": "not supported; use Conv1D/Conv2D with TimeDistributed, then an LSTM",
-}
-
-CONTAINERS = {"Sequential", "Functional", "Model"}
-
-
 def read_config(path: str) -> dict:
     """The model's architecture config, without deserializing it."""
     if os.path.isdir(path):
@@ -78,26 +61,17 @@ def first_line(e: BaseException) -> str:
 
 
 def iter_layers(config):
-    """(name, class_name, module, config) of every layer, nested models
-    included; an entry that is not a layer config yields class_name None."""
-    if not isinstance(config, dict):
+    """(name, class_name, module, config) of every layer, nested models and
+    wrapped layers included; an entry that is not a layer config yields
+    class_name None."""
+    from . import precheck
+    try:
+        for path, entry in precheck.nodes(config):
+            inner = entry.get("config") or {}
+            yield path + precheck.node_name(entry), str(entry.get("class_name")), \
+                entry.get("module"), inner
+    except ExportError:
         yield "?", None, None, {}
-        return
-    cls = config.get("class_name", "")
-    inner = config.get("config", {}) or {}
-    if not isinstance(inner, dict):
-        yield "?", None, None, {}
-        return
-    if cls in CONTAINERS and is_builtin(config.get("module")):
-        layers = inner.get("layers", []) or []
-        for layer in layers if isinstance(layers, list) else [None]:
-            yield from iter_layers(layer)
-        return
-    name = inner.get("name") or config.get("name") or "?"  # functional entries hold it outside
-    yield str(name), str(cls), config.get("module"), inner
-    for key in ("layer", "backward_layer"):  # wrappers hold other layers
-        if isinstance(inner.get(key), dict):
-            yield from iter_layers(inner[key])
 
 
 def is_builtin(module) -> bool:
@@ -137,38 +111,10 @@ def check_inputs(config: dict) -> None:
                     f"batch must be fixed and > 0 (give keras.Input a complete shape)")
 
 
-def check_supported(config: dict, supported: set) -> None:
-    bad = []
-    for name, cls, module, inner in iter_layers(config):
-        if cls is None:
-            raise ExportError("the model config lists something that is not a layer; "
-                              "the file is damaged or not written by Keras")
-        builtin = is_builtin(module)
-        if cls == "Embedding" and inner.get("mask_zero"):
-            bad.append(f"'{name}' (Embedding with mask_zero=True: the exporter runs "
-                       f"masking-free sequences; train without mask_zero)")
-            continue
-        if cls == "InputLayer" or (cls in supported and builtin):
-            custom = list(custom_objects(
-                {k: v for k, v in inner.items() if k not in ("layer", "layers", "backward_layer")}))
-            if custom:
-                bad.append(f"'{name}' ({cls} with custom objects, whose code the exporter "
-                           f"never runs: {', '.join(custom)})")
-            continue
-        why = ADVICE.get(cls) or ("a custom layer; only built-in Keras layers "
-                                  "are exported" if not builtin else
-                                  "not supported yet")
-        bad.append(f"'{name}' ({cls}: {why})")
-    if bad:
-        raise UnsupportedModelError(
-            f"the model has {len(bad)} unsupported layer"
-            f"{'s' if len(bad) > 1 else ''}: " + "; ".join(bad)
-            + f". Supported layers: {', '.join(sorted(supported))}")
-
-
-def load(path: str, supported: set):
+def load(path: str):
+    from . import precheck
     config = read_config(path)
-    check_supported(config, supported)
+    precheck.check(config)
     check_inputs(config)
     import keras
     filtering = keras.config.is_traceback_filtering_enabled()

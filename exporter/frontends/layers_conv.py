@@ -7,7 +7,8 @@ import numpy as np
 from .. import validate
 from . import movement
 from .geometry import as_pair, window3d, window_attrs
-from .keras import CLAMPS, LayerContext, handles, with_bias
+from .context import CLAMPS, LayerContext, with_bias
+from .registry import layer
 
 
 def _conv(ctx: LayerContext, one_d: bool):
@@ -43,17 +44,17 @@ def _conv(ctx: LayerContext, one_d: bool):
     return ctx.add_then_activation("conv2d", ctx.inputs, out_shape, attrs, weights, func)
 
 
-@handles("Conv1D")
+@layer("Conv1D")
 def conv1d(ctx):
     return _conv(ctx, one_d=True)
 
 
-@handles("Conv2D")
+@layer("Conv2D")
 def conv2d(ctx):
     return _conv(ctx, one_d=False)
 
 
-@handles("DepthwiseConv2D")
+@layer("DepthwiseConv2D")
 def depthwise_conv2d(ctx):
     c = ctx.config
     ctx.channels_last()
@@ -116,12 +117,12 @@ def _separable(ctx, one_d: bool):
     return ctx.add_then_activation("conv2d", [t], out_shape, point_attrs, pointwise, func)
 
 
-@handles("SeparableConv1D")
+@layer("SeparableConv1D")
 def separable_conv1d(ctx):
     return _separable(ctx, one_d=True)
 
 
-@handles("SeparableConv2D")
+@layer("SeparableConv2D")
 def separable_conv2d(ctx):
     return _separable(ctx, one_d=False)
 
@@ -181,17 +182,17 @@ def _conv_transpose(ctx, one_d: bool):
     return ctx.add_then_activation("conv2d", [t], out_shape, attrs, weights, func)
 
 
-@handles("Conv1DTranspose")
+@layer("Conv1DTranspose")
 def conv1d_transpose(ctx):
     return _conv_transpose(ctx, one_d=True)
 
 
-@handles("Conv2DTranspose")
+@layer("Conv2DTranspose")
 def conv2d_transpose(ctx):
     return _conv_transpose(ctx, one_d=False)
 
 
-@handles("Conv3D")
+@layer("Conv3D")
 def conv3d(ctx):
     c = ctx.config
     ctx.channels_last()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from .. import validate
-from .keras import handles, with_bias
+from .context import with_bias
+from .registry import layer
 
 
-@handles("Dense")
+@layer("Dense")
 def dense(ctx):
     c = ctx.config
     kernel, bias = ctx.kernel_and_bias()
@@ -28,7 +29,7 @@ def dense(ctx):
     return ctx.add_then_activation("dense", ctx.inputs, out_shape, {"clamp": clamp}, weights, func)
 
 
-@handles("BatchNormalization")
+@layer("BatchNormalization")
 def batch_normalization(ctx):
     """y = a·x + b per channel; folded into the conv/dense before it by a pass."""
     c = ctx.config
@@ -57,7 +58,7 @@ def _affine(ctx, scale, offset):
     return ctx.add("batchnorm", ctx.inputs, ctx.in_shape, {}, {"scale": a, "offset": b})
 
 
-@handles("Rescaling")
+@layer("Rescaling")
 def rescaling(ctx):
     scale, offset = ctx.config["scale"], ctx.config["offset"]
     if np.size(scale) not in (1, ctx.in_shape[-1]) or np.size(offset) not in (1, ctx.in_shape[-1]):
@@ -65,12 +66,13 @@ def rescaling(ctx):
     return _affine(ctx, scale, offset)
 
 
-@handles("Normalization")
+@layer("Normalization")
 def normalization(ctx):
     axis = ctx.config.get("axis")
     axis = tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
     if axis not in ((-1,), (len(ctx.in_shape),), (None,), ()):
         ctx.unsupported(f"Normalization over axis {axis}; only the last (channel) axis")
+    ctx.config.accept("mean", "variance")  # the layer's mean/variance are read below
     mean = np.asarray(ctx.layer.mean, np.float64).ravel()
     std = np.maximum(np.sqrt(np.asarray(ctx.layer.variance, np.float64).ravel()), 1e-7)
     if ctx.config.get("invert"):
@@ -78,7 +80,7 @@ def normalization(ctx):
     return _affine(ctx, 1.0 / std, -mean / std)
 
 
-@handles("Flatten")
+@layer("Flatten")
 def flatten(ctx):
     if len(ctx.in_shape) > 1:
         ctx.channels_last()
@@ -87,7 +89,7 @@ def flatten(ctx):
     return ctx.add("reshape", ctx.inputs, out_shape)
 
 
-@handles("Reshape")
+@layer("Reshape")
 def reshape(ctx):
     target = list(ctx.config["target_shape"])
     total = int(np.prod(ctx.in_shape))
@@ -100,15 +102,16 @@ def reshape(ctx):
     return ctx.add("reshape", ctx.inputs, tuple(target))
 
 
-@handles("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise",
+@layer("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise",
          "GaussianDropout", "AlphaDropout", "ActivityRegularization")
 def inference_identity(ctx):
     """Training-only layers: identity at inference, removed by a pass."""
+    ctx.config.accept(*ctx.config)  # rate, noise_shape, stddev...: training only
     ctx.info(ctx.in_shape)
     return ctx.add("identity", ctx.inputs, ctx.in_shape)
 
 
-@handles("Activation")
+@layer("Activation")
 def activation_layer(ctx):
     clamp, func = ctx.activation(ctx.config["activation"])
     ctx.info(ctx.in_shape)
@@ -118,7 +121,7 @@ def activation_layer(ctx):
                    {"func": "clamp", "clamp": clamp})
 
 
-@handles("ReLU")
+@layer("ReLU")
 def relu_layer(ctx):
     c = ctx.config
     top = c.get("max_value")
@@ -134,7 +137,7 @@ def relu_layer(ctx):
                    {"func": "clamp", "clamp": (0.0, None if top is None else float(top))})
 
 
-@handles("LeakyReLU")
+@layer("LeakyReLU")
 def leaky_relu_layer(ctx):
     c = ctx.config
     slope = c.get("negative_slope", c.get("alpha", 0.3))
@@ -142,8 +145,9 @@ def leaky_relu_layer(ctx):
     return ctx.add_activation("leaky_relu", ctx.inputs[0], suffix="", alpha=float(slope))
 
 
-@handles("PReLU")
+@layer("PReLU")
 def prelu_layer(ctx):
+    ctx.config.accept("shared_axes")  # visible in alpha's shape
     alpha = ctx.weights()[0]  # the input's shape, with 1 on shared axes
     shape = ctx.in_shape
     if alpha.shape[-1] == shape[-1] and all(d == 1 for d in alpha.shape[:-1]):
@@ -154,14 +158,14 @@ def prelu_layer(ctx):
     return ctx.add("prelu", ctx.inputs, shape, {}, {"alpha": values.astype(np.float32)})
 
 
-@handles("ELU")
+@layer("ELU")
 def elu_layer(ctx):
     ctx.info(ctx.in_shape)
     return ctx.add_activation("elu", ctx.inputs[0], suffix="",
                               alpha=float(ctx.config.get("alpha", 1.0)))
 
 
-@handles("Softmax")
+@layer("Softmax")
 def softmax_layer(ctx):
     axis = ctx.config.get("axis", -1)
     axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis

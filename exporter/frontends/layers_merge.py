@@ -6,46 +6,25 @@ import numpy as np
 
 from .. import validate
 from . import movement
-from .keras import CLAMPS, handles
+from .ops_elementwise import binary_tensors
+from .registry import layer
 
 
-@handles("Add")
-def add(ctx):
-    shapes = {ctx.graph.tensors[t].shape for t in ctx.inputs}
-    if len(shapes) != 1:
-        ctx.unsupported(f"Add of different shapes {sorted(shapes)} (broadcasting) is "
-                        f"not supported yet")
-    ctx.info(ctx.in_shape, macs=int(np.prod(ctx.in_shape)) * (len(ctx.inputs) - 1))
-    t = ctx.inputs[0]
-    for k, other in enumerate(ctx.inputs[1:]):
-        last = k == len(ctx.inputs) - 2
-        t = ctx.add("add", [t, other], ctx.in_shape, {"clamp": CLAMPS["linear"]},
-                    suffix="" if last else f"_part{k}")
-    return t
+# Keras merge layer -> (binary func, how many inputs it takes: None = any).
+# Inputs of different shapes broadcast as NumPy does (Keras expands the
+# lower-rank ones at axis 1, which per sample is NumPy's leading 1s).
+MERGES = {"Add": ("add", None), "Subtract": ("sub", 2), "Average": ("avg", 2),
+          "Multiply": ("mul", None), "Maximum": ("max", None), "Minimum": ("min", None)}
 
 
-# Keras merge layer -> (IR op, func, how many inputs it takes: None = any)
-MERGES = {"Subtract": ("binary", "sub", 2), "Average": ("binary", "avg", 2),
-          "Multiply": ("binary", "mul", None), "Maximum": ("binary", "max", None),
-          "Minimum": ("binary", "min", None)}
-
-
-@handles(*MERGES)
+@layer(*MERGES)
 def merge(ctx):
-    op, func, arity = MERGES[ctx.cls]
-    shapes = {ctx.graph.tensors[t].shape for t in ctx.inputs}
-    if len(shapes) != 1:
-        ctx.unsupported(f"{ctx.cls} of different shapes {sorted(shapes)} (broadcasting) is "
-                        f"not supported yet")
+    func, arity = MERGES[ctx.cls]
     if arity and len(ctx.inputs) != arity:
         ctx.unsupported(f"{ctx.cls} of {len(ctx.inputs)} inputs; {arity} are supported")
-    ctx.info(ctx.in_shape, macs=int(np.prod(ctx.in_shape)) * (len(ctx.inputs) - 1))
-    t = ctx.inputs[0]
-    for k, other in enumerate(ctx.inputs[1:]):  # Multiply/Maximum/Minimum associate
-        last = k == len(ctx.inputs) - 2
-        t = ctx.add(op, [t, other], ctx.in_shape, {"func": func, "clamp": CLAMPS["linear"]},
-                    suffix="" if last else f"_part{k}")
-    return t
+    if func == "avg" and len(ctx.inputs) != 2:
+        ctx.unsupported("Average of more than two inputs")
+    return binary_tensors(ctx, func, list(ctx.inputs))
 
 
 def _copy(ctx, out_shape, moves, fill=False):
@@ -79,17 +58,17 @@ def _pad_or_crop(ctx, key, sign):
     return _copy(ctx, out, [m], fill=sign > 0)
 
 
-@handles("ZeroPadding1D", "ZeroPadding2D")
+@layer("ZeroPadding1D", "ZeroPadding2D")
 def zero_padding(ctx):
     return _pad_or_crop(ctx, "padding", +1)
 
 
-@handles("Cropping1D", "Cropping2D")
+@layer("Cropping1D", "Cropping2D")
 def cropping(ctx):
     return _pad_or_crop(ctx, "cropping", -1)
 
 
-@handles("UpSampling1D", "UpSampling2D")
+@layer("UpSampling1D", "UpSampling2D")
 def upsampling(ctx):
     c = ctx.config
     ctx.channels_last()
@@ -109,19 +88,19 @@ def upsampling(ctx):
     return _copy(ctx, out, moves)
 
 
-@handles("Permute")
+@layer("Permute")
 def permute(ctx):
     out, moves = movement.permute(ctx.in_shape, tuple(ctx.config["dims"]))
     return _copy(ctx, out, moves)
 
 
-@handles("RepeatVector")
+@layer("RepeatVector")
 def repeat_vector(ctx):
     out, moves = movement.repeat(ctx.in_shape, int(ctx.config["n"]))
     return _copy(ctx, out, moves)
 
 
-@handles("Concatenate")
+@layer("Concatenate")
 def concatenate(ctx):
     shapes = [ctx.graph.tensors[t].shape for t in ctx.inputs]
     axis = ctx.config.get("axis", -1)

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .ops_linalg import reduce_axes
 from .geometry import as_pair, window3d, window_attrs
-from .keras import CLAMPS, handles
+from .context import CLAMPS
+from .registry import layer
 
 
 def _pool(ctx, op, one_d):
@@ -25,29 +27,32 @@ def _pool(ctx, op, one_d):
     return ctx.add(op, ctx.inputs, out_shape, attrs)
 
 
-@handles("MaxPooling1D")
+@layer("MaxPooling1D")
 def max_pool1d(ctx):
     return _pool(ctx, "max_pool", True)
 
 
-@handles("MaxPooling2D")
+@layer("MaxPooling2D")
 def max_pool2d(ctx):
     return _pool(ctx, "max_pool", False)
 
 
-@handles("AveragePooling1D")
+@layer("AveragePooling1D")
 def avg_pool1d(ctx):
     return _pool(ctx, "avg_pool", True)
 
 
-@handles("AveragePooling2D")
+@layer("AveragePooling2D")
 def avg_pool2d(ctx):
     return _pool(ctx, "avg_pool", False)
 
 
 def _global_pool(ctx, op):
-    ctx.channels_last()
     shape = ctx.in_shape
+    if ctx.config.get("data_format", "channels_last") == "channels_first":
+        # channels first: axis 0 holds the channels, the rest is pooled
+        return reduce_axes(ctx, ctx.inputs[0], list(range(1, len(shape))),
+                           "mean" if op == "mean" else "max", bool(ctx.config["keepdims"]))
     in_hw = (1, int(np.prod(shape[:-1])))  # all positions in a row, 1-D to 3-D alike
     ch = shape[-1]
     keep = ctx.config.get("keepdims", False)
@@ -59,12 +64,12 @@ def _global_pool(ctx, op):
     return ctx.add(op, ctx.inputs, out_shape, attrs)
 
 
-@handles("GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D")
+@layer("GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D")
 def global_max_pool(ctx):
     return _global_pool(ctx, "max_pool")
 
 
-@handles("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D")
+@layer("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D")
 def global_avg_pool(ctx):
     return _global_pool(ctx, "mean")
 
@@ -80,11 +85,11 @@ def _pool3d(ctx, op):
     return ctx.add(op, ctx.inputs, out_shape, {"window3d": win, "clamp": CLAMPS["linear"]})
 
 
-@handles("MaxPooling3D")
+@layer("MaxPooling3D")
 def max_pool3d(ctx):
     return _pool3d(ctx, "max_pool3d")
 
 
-@handles("AveragePooling3D")
+@layer("AveragePooling3D")
 def avg_pool3d(ctx):
     return _pool3d(ctx, "avg_pool3d")

@@ -12,15 +12,17 @@ import numpy as np
 
 from .. import validate
 from . import movement
-from .keras import CLAMPS, HANDLERS, LayerContext, handles
+from . import registry
+from .context import CLAMPS, LayerContext, TrackedConfig, check_read
+from .registry import layer
 
 CELLS = {"SimpleRNN": ("simple", 1), "LSTM": ("lstm", 4), "GRU": ("gru", 3)}
 RNN_ACTIVATIONS = ("tanh", "sigmoid", "hard_sigmoid", "relu", "linear")
 MAX_UNITS = 512  # int8: sum of units int8 x int16 products fits int32 (k2m.h)
 
 
-def _activation(ctx, layer, key: str) -> str:
-    name = layer.get_config()[key]
+def _activation(ctx, config, key: str) -> str:
+    name = config[key]
     if not isinstance(name, str) or name not in RNN_ACTIVATIONS:
         ctx.unsupported(f"{key}={name!r} is not supported in a recurrent layer "
                         f"(supported: {', '.join(RNN_ACTIVATIONS)})")
@@ -36,7 +38,8 @@ def _weights(ctx, layer) -> list:
 def recurrent_node(ctx, layer, suffix="", reverse_output=False) -> str:
     """One `rnn` node for a SimpleRNN/LSTM/GRU layer (possibly a
     Bidirectional's half) reading ctx.inputs[0]."""
-    c = layer.get_config()
+    own = layer is ctx.layer
+    c = ctx.config if own else TrackedConfig(layer.get_config())
     cls = type(layer).__name__
     cell, gates = CELLS[cls]
     if len(ctx.in_shape) != 2:
@@ -50,9 +53,9 @@ def recurrent_node(ctx, layer, suffix="", reverse_output=False) -> str:
                         "zero (or persists, with stateful=True)")
     steps, features = ctx.in_shape
     units = int(c["units"])
-    act, rec_act = _activation(ctx, layer, "activation"), "linear"
+    act, rec_act = _activation(ctx, c, "activation"), "linear"
     if cell != "simple":
-        rec_act = _activation(ctx, layer, "recurrent_activation")
+        rec_act = _activation(ctx, c, "recurrent_activation")
     ws = _weights(ctx, layer)
     use_bias = c.get("use_bias", True)
     kernel, recurrent = ws[0], ws[1]
@@ -88,10 +91,12 @@ def recurrent_node(ctx, layer, suffix="", reverse_output=False) -> str:
     info.more_weights.append(("recurrent", recurrent.shape, ("units", "gates·units"),
                               weights["recurrent"].shape, ("gates·units", "units")))
 
+    if not own:  # a Bidirectional's half: its own config, checked the same way
+        check_read(type(layer), c, ctx.unsupported)
     return ctx.add("rnn", ctx.inputs[:1], out_shape, attrs, weights, suffix=suffix)
 
 
-@handles(*CELLS)
+@layer(*CELLS)
 def recurrent(ctx):
     return recurrent_node(ctx, ctx.layer)
 
@@ -99,9 +104,10 @@ def recurrent(ctx):
 MERGE_MODES = {"sum": ("add", None), "mul": ("binary", "mul"), "ave": ("binary", "avg")}
 
 
-@handles("Bidirectional")
+@layer("Bidirectional")
 def bidirectional(ctx):
     mode = ctx.config.get("merge_mode")
+    ctx.config.accept("layer", "backward_layer")
     fwd, bwd = ctx.layer.forward_layer, ctx.layer.backward_layer
     for half in (fwd, bwd):
         if type(half).__name__ not in CELLS:
@@ -123,7 +129,14 @@ def bidirectional(ctx):
     return ctx.add(op, [f, b], shape, attrs)
 
 
-@handles("Embedding")
+def check_embedding(entry) -> list:
+    if (entry.get("config") or {}).get("mask_zero"):
+        return ["mask_zero=True masks padded steps, and the exporter runs masking-free "
+                "sequences; train without mask_zero (or pad with a real token)"]
+    return []
+
+
+@layer("Embedding", check=check_embedding)
 def embedding(ctx):
     c = ctx.config
     if c.get("mask_zero"):
@@ -162,20 +175,24 @@ NOT_PER_FRAME = set(CELLS) | {"Bidirectional", "Embedding", "TimeDistributed"}
 ALONG_LAST_AXIS = {"dense", "activation", "softmax", "batchnorm", "reshape", "identity"}
 
 
-@handles("TimeDistributed")
+@layer("TimeDistributed")
 def time_distributed(ctx):
     """The inner layer's nodes on one frame, run for every frame: the
     frames of a (T, ...) tensor are contiguous, so C loops the kernel over
     them with advancing pointers."""
+    ctx.config.accept("layer")
     inner = ctx.layer.layer
     cls = type(inner).__name__
-    if cls not in HANDLERS or cls in NOT_PER_FRAME:
+    handler = registry.lookup(registry.object_key(inner))
+    if handler is None or cls in NOT_PER_FRAME:
         ctx.unsupported(f"TimeDistributed around {cls}; wrap a Dense, Conv or other "
                         f"per-frame layer")
     graph, frames = ctx.graph, ctx.in_shape[0]
     frame = graph.add_tensor(ctx.inputs[0] + "_frame", ctx.in_shape[1:]).name
     first_node, first_info = len(graph.nodes), len(ctx.infos)
-    out = HANDLERS[cls](FrameContext(ctx, inner, frame))
+    inner_ctx = FrameContext(ctx, inner, frame)
+    out = handler.lower(inner_ctx)
+    inner_ctx.check_understood()
     del graph.tensors[frame]
     if out == frame:  # nothing to run per frame
         return ctx.inputs[0]

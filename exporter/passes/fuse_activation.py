@@ -1,4 +1,5 @@
-"""Fold a ReLU/ReLU6 clamp into the conv, dense or pool that produces it.
+"""Fold a clamp (ReLU, ReLU6, `ops.maximum(x, 0.0)`, clip) into the op that
+produces it.
 
 The clamp then costs nothing: in int8 it narrows the requantization's
 output range, in float it is the kernel's output min/max.
@@ -6,26 +7,34 @@ output range, in float it is the kernel's output min/max.
 from .remove_identity import rename_input
 
 FUSES_INTO = {"conv2d", "depthwise_conv2d", "conv3d", "dense", "max_pool", "avg_pool",
-              "max_pool3d", "avg_pool3d", "mean", "add", "binary"}
+              "max_pool3d", "avg_pool3d", "mean", "add", "binary", "batchnorm", "reduce",
+              "matmul"}
 
 
-def _merge(a, b):
-    lo = max(x for x in (a[0], b[0]) if x is not None) if a[0] is not None or b[0] is not None else None
-    hi = min(x for x in (a[1], b[1]) if x is not None) if a[1] is not None or b[1] is not None else None
+def merge_clamps(a, b):
+    """clamp(clamp(x, a), b) as one clamp: the tighter bound on each side."""
+    lo = max((x for x in (a[0], b[0]) if x is not None), default=None)
+    hi = min((x for x in (a[1], b[1]) if x is not None), default=None)
+    if lo is not None and hi is not None and lo > hi:
+        lo = hi  # clip(lo > hi) gives hi everywhere
     return lo, hi
 
 
-def fuse_activations(graph) -> None:
+def fuse_activations(graph) -> bool:
+    changed = False
     for node in [n for n in graph.nodes if n.op == "activation" and n.attrs["func"] == "clamp"]:
         src = node.inputs[0]
         producer = graph.producer(src)
         if (producer is None or producer.op not in FUSES_INTO
                 or len(graph.consumers(src)) != 1 or src in graph.outputs):
             continue
-        producer.attrs["clamp"] = _merge(producer.attrs["clamp"], node.attrs["clamp"])
+        # a matmul from the frontend may carry no clamp yet
+        producer.attrs["clamp"] = merge_clamps(producer.attrs.get("clamp", (None, None)),
+                                               node.attrs["clamp"])
         producer.attrs["fused"] = producer.attrs.get("fused", []) + [node.layer]
         dst = node.outputs[0]
         graph.nodes.remove(node)
         del graph.tensors[dst]
-        # the producer's tensor takes the activation's place (and name)
-        rename_input(graph, dst, src)
+        rename_input(graph, dst, src)  # readers of the clamp read the producer
+        changed = True
+    return changed
