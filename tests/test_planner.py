@@ -12,11 +12,13 @@ planner computes, shape by shape.
 """
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pytest
 
 from conftest import require_tool
-from exporter import export_model, host, planner
+from exporter import export_model, host, planner, report_html
 
 
 def plain_plan(graph):
@@ -71,6 +73,8 @@ def test_chosen_plan_gives_the_same_bits_on_the_host(sep_model, tmp_path, monkey
     assert chosen.arena_bytes < plain.arena_bytes
     if dtype == "int8":
         assert "fused, the conv's map is not stored" in notes
+    page = report_html.render(chosen)
+    assert all(f"<li>{html.escape(n)}</li>" in page for n in chosen.planner)   # the HTML report shows them
     a = host.load(tmp_path / "chosen", build_dir=tmp_path / "b1").predict(x)
     b = host.load(tmp_path / "plain", build_dir=tmp_path / "b2").predict(x)
     assert np.array_equal(a.view(np.uint32) if dtype == "float32" else a,
