@@ -7,6 +7,7 @@ Output is deterministic: no timestamps, stable order, fixed float format.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 from pathlib import Path
 
@@ -546,9 +547,15 @@ def prepare(graph, plan: Plan, prefix: str, model_name: str) -> dict:
     }
 
 
+@functools.lru_cache(maxsize=None)
+def templates() -> jinja2.Environment:
+    """One environment per process: jinja2 compiles each template once."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(package_dir("templates"))),
+                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+
+
 def write(ctx: dict, out_dir: Path) -> None:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(package_dir("templates"))),
-                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    env = templates()
     p = ctx["p"]
     files = {f"{p}.h": "model.h.j2", f"{p}.c": "model.c.j2", f"{p}_weights.h": "weights.h.j2"}
     for fname, template in files.items():

@@ -147,6 +147,86 @@ def layer_metrics(report, out_dir, samples, build_dir=None) -> list:
     return rows
 
 
+def quantize_like_c(x, scale: float, zero_point: int) -> np.ndarray:
+    """k2m_quantize_f32_s8 in numpy: float32 division, ties away from zero."""
+    v = np.clip(np.asarray(x, np.float32) / np.float32(scale), -512.0, 512.0)
+    r = np.trunc(np.where(v >= 0, v + np.float32(0.5), v - np.float32(0.5))).astype(np.int64)
+    return np.clip(r + zero_point, -128, 127)
+
+
+def with_int8_weights(node, tin):
+    """A copy of a conv/dense node whose float weights are its int8 ones,
+    dequantized: what its kernel computes, exactly, before rounding."""
+    import copy
+    q = node.attrs.get("int8", {})
+    if node.op not in ("conv2d", "depthwise_conv2d", "conv3d", "dense") or "kernel" not in q:
+        return node
+    out = copy.copy(node)
+    wscale = np.asarray(q["weight_scale"], np.float64)
+    kernel = q["kernel"].astype(np.float64)
+    shape = [1] * kernel.ndim
+    shape[-1 if node.op == "depthwise_conv2d" else 0] = -1
+    out.weights = {"kernel": kernel * wscale.reshape(shape),
+                   "bias": q["bias"].astype(np.float64) * tin.quant.scale * wscale}
+    return out
+
+
+def own_errors(report, out_dir, samples, build_dir=None, model=None) -> list:
+    """Per node of an int8 model, the error the node itself adds: its float
+    function (exporter.interpret) applied to the int8 values its inputs
+    really hold in the C model, against the C's output, in the output's
+    steps (int16 outputs in steps 256 times theirs, the size of an int8
+    one).  A conv or dense is evaluated with its int8 weights dequantized,
+    so what is measured is the kernel's arithmetic; the error of int8
+    weights themselves is the scheme's (TFLite's too).  Unlike layer_metrics, nothing upstream counts: a node whose
+    float function magnifies small input differences (a normalization of
+    three values, a division) is judged by its own arithmetic only.
+    `model`: the folder already loaded with host.load(..., trace=True)."""
+    from . import interpret
+    from .codegen import NO_CODE
+    graph = report.graph
+    xs = calibration.load_all(samples, [graph.tensors[t].shape for t in graph.inputs])
+    hm = model or host.load(out_dir, report.prefix, build_dir=build_dir, trace=True)
+    traced = hm.trace(xs)
+    n = len(xs[0])
+    values = {}
+    for name, x in zip(graph.inputs, xs):
+        t = graph.tensors[name]
+        if t.dtype == "int32":
+            values[name] = np.asarray(x, np.float64).reshape(n, -1)
+            continue
+        b = graph.boundary_quant.get(name, t.quant)
+        raw = quantize_like_c(np.asarray(x).reshape(n, -1), b.scale, b.zero_point)
+        values[name] = t.quant.scale * (raw - t.quant.zero_point)
+    rows, k = [], 0
+    for node in graph.nodes:
+        t = graph.tensors[node.outputs[0]]
+        if node.op in NO_CODE:
+            values[t.name] = values[node.inputs[0]]
+            continue
+        dtype = {"int8": np.int8, "int16": np.int16}[t.dtype]
+        raw = np.stack([np.frombuffer(sample[k], dtype) for sample in traced]).astype(np.float64)
+        k += 1
+        got = t.quant.scale * (raw - t.quant.zero_point)
+        ins = [values[i].reshape((n,) + graph.tensors[i].shape) for i in node.inputs]
+        want = np.asarray(interpret.run_node(with_int8_weights(node, graph.tensors[node.inputs[0]]),
+                                             ins, [graph.tensors[i].shape[1:] for i in node.inputs]),
+                          np.float64)
+        lo, hi = (-128, 127) if t.dtype == "int8" else (-32768, 32767)
+        # what the output can hold: Keras's value clamped to the calibrated range
+        want = np.clip(want.reshape(n, -1), t.quant.scale * (lo - t.quant.zero_point),
+                       t.quant.scale * (hi - t.quant.zero_point))
+        values[t.name] = got
+        # int16 tensors (a conv before tanh/sigmoid/softmax) in int8-sized
+        # steps: their weights are int8 like everyone's
+        unit = t.quant.scale * (256 if t.dtype == "int16" else 1)
+        steps = np.abs(got - want) / unit
+        rows.append({"layer": node.layer, "op": node.op, "tensor": t.name, "dtype": t.dtype,
+                     "max_steps": float(np.nanmax(steps)) if steps.size else 0.0,
+                     "mean_steps": float(np.nanmean(steps)) if steps.size else 0.0})
+    return rows
+
+
 def format_layers(rows) -> str:
     lines = [f"{'layer':<28} {'op':<18} {'max|err|':>10} {'RMSE':>10} {'cosine':>9} {'max steps':>9}"]
     for r in rows:

@@ -116,6 +116,19 @@ def test_op_node_with_constant(keras, tmp_path, name):
     parity(keras.Model(inp, out), tmp_path, np.random.normal(size=(64, 6, 5, 3)).astype(np.float32))
 
 
+@pytest.mark.parametrize("shape,warned", [((4, 7, 4), True), ((4, 7, 5), False)])
+def test_add_constant_like_keras_tensorflow_backend(keras, tmp_path, shape, warned):
+    """Keras's TensorFlow backend adds a constant that squeezes to a vector
+    matching the last axis with tf.nn.bias_add, along the last axis, where
+    NumPy would broadcast its (4, 1, 1) shape along axis 1; the export
+    computes what Keras computes, and says so."""
+    inp = keras.Input(shape)
+    out = keras.layers.Flatten()(inp + np.arange(4, dtype=np.float32).reshape(4, 1, 1))
+    report = parity(keras.Model(inp, out), tmp_path,
+                    np.random.normal(size=(64,) + shape).astype(np.float32))
+    assert any("bias_add" in w for w in report.warnings) == warned, report.warnings
+
+
 def test_mobilenet_v3_hard_sigmoid_is_one_conv(keras, tmp_path):
     """relu6(conv(x) + 3) * (1/6) folds into the conv: one node, exact."""
     L = keras.layers
@@ -286,6 +299,29 @@ def test_layer(keras, tmp_path, name):
     y = lay(inp, inp) if isinstance(lay, L.MultiHeadAttention) else lay(inp)
     model = randomize(keras.Model(inp, y))
     parity(model, tmp_path, np.random.normal(size=(64,) + shape).astype(np.float32))
+
+
+def test_keras_applications_own_layers(keras, tmp_path):
+    """ConvNeXt's LayerScale (and StochasticDepth, identity at inference) and
+    InceptionResNetV2's CustomScaleLayer, as those models use them."""
+    from keras.src.applications.convnext import LayerScale, StochasticDepth
+    from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+    L = keras.layers
+    inp = keras.Input((6, 6, 8))
+    x = L.DepthwiseConv2D(3, padding="same")(inp)
+    x = L.LayerNormalization(epsilon=1e-6)(x)
+    x = L.Dense(16, activation="gelu")(x)
+    x = L.Dense(8)(x)
+    x = LayerScale(1e-1, 8)(x)
+    x = StochasticDepth(0.1)(x)
+    x = L.Add()([inp, x])
+    r = L.Conv2D(8, 1, activation="relu")(x)
+    out = CustomScaleLayer(0.17)([x, r])
+    model = randomize(keras.Model(inp, out))
+    for v in model.weights:
+        if v.path.endswith("layer_scale/gamma"):
+            v.assign(np.linspace(-0.5, 0.5, 8).astype(np.float32))
+    parity(model, tmp_path, np.random.normal(size=(64, 6, 6, 8)).astype(np.float32))
 
 
 def test_cross_attention_with_key(keras, tmp_path):

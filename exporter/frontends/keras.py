@@ -164,6 +164,7 @@ def load(path: str):
 
 
 # Importing the handler modules registers their layer classes and ops.
-from . import (layers_attention, layers_conv, layers_core, layers_image,  # noqa: E402,F401
+from . import (layers_applications, layers_attention, layers_conv,  # noqa: E402,F401
+               layers_core, layers_image,
                layers_merge, layers_norm, layers_pool, layers_recurrent, ops_elementwise,
                ops_linalg, ops_shape)

@@ -91,7 +91,10 @@ def lower_binary(ctx, func: str, a, b) -> str:
         ctx.unsupported("both operands are constants")
     x, const, const_first = (a, b, False) if isinstance(a, Ref) else (b, a, True)
     shape = ctx.shape(x.name)
-    c = per_sample(ctx, constant(ctx, const), shape)
+    raw = constant(ctx, const)
+    if func == "add" and not const_first:
+        raw = as_tf_bias_add(ctx, raw, shape)
+    c = per_sample(ctx, raw, shape)
     out = out_shape(ctx, shape, c.shape)
     if out == shape and c.size == 1:
         return scalar_op(ctx, func, x.name, float(c.ravel()[0]), const_first)
@@ -106,6 +109,31 @@ def lower_binary(ctx, func: str, a, b) -> str:
     return ctx.add("binary", [x.name], out, {"func": func, "clamp": CLAMPS["linear"],
                                               "const_first": const_first},
                    {"const": np.ascontiguousarray(c.astype(np.float32))})
+
+
+def as_tf_bias_add(ctx, c: np.ndarray, shape: tuple) -> np.ndarray:
+    """`x + c` as Keras's TensorFlow backend computes it: a constant that
+    squeezes to one vector matching x's last axis (or its first after the
+    batch) is added with tf.nn.bias_add along that axis, whatever NumPy's
+    broadcasting of c's shape would say (keras/src/backend/tensorflow/
+    numpy.py, add).  The result in Keras's own layout, with a warning where
+    that differs from NumPy's."""
+    dims = [d for d in c.shape if d > 1]
+    if len(dims) != 1 or not shape or dims[0] not in (shape[0], shape[-1]):
+        return c
+    vec = c.reshape(-1)
+    tf_shape = (vec.size,) if shape[-1] == dims[0] else (vec.size,) + (1,) * (len(shape) - 1)
+    try:
+        same = np.array_equal(np.broadcast_to(per_sample(ctx, c, shape), shape),
+                              np.broadcast_to(vec.reshape(tf_shape), shape))
+    except (ValueError, UnsupportedModelError):
+        same = False
+    if not same:
+        ctx.graph.warnings.append(
+            f"{ctx.name}: x + a constant of shape {c.shape}: Keras's TensorFlow backend adds it "
+            f"along axis {'-1' if shape[-1] == dims[0] else '1'} (tf.nn.bias_add), unlike NumPy's "
+            f"broadcasting of that shape; the export does what Keras does")
+    return vec.reshape(tf_shape)
 
 
 def binary_tensors(ctx, func: str, names: list) -> str:
