@@ -1,28 +1,32 @@
-"""Instruction counts (and m4run's cycles_est) of the int8 conv / depthwise /
-fully connected / recurrent / matmul kernels and the squeeze-and-excitation
-multiply on the emulated Cortex-M4, DSP path against the portable path.
+"""Instructions and cycles_est of the int8 kernels on the emulated Cortex-M4
+(conv, depthwise, fully connected, pools, add, mul, recurrent, attention's
+matmuls, the squeeze-and-excitation multiply, normalization), DSP path
+against the portable path.
 
 Run from the repository root:
 
     python benchmarks/kernels.py [--m4run ../shared/tools/m4run] [--markdown]
+                                 [--only TEXT] [--hot N] [--mix]
 
 For every shape it writes one C program (random operands from a fixed seed,
 one call of the kernel between bench_begin()/bench_end()), builds it twice
-with ../shared/tools/m4run (`m4run --work MACS --cycles -I c_runtime prog.c
-c_runtime/k2m_conv.c c_runtime/k2m_depthwise.c c_runtime/k2m_fully_connected.c
-c_runtime/k2m_recurrent.c c_runtime/k2m_matmul.c c_runtime/k2m_broadcast.c`,
-then the same with `-DK2M_PORTABLE`), checks the two builds print the same
-output checksum, and prints: kernel, shape, MACs, instructions and
-instructions/MAC of each path, speed-up, and m4run's cycles_est per MAC of
-each path.  Recurrent layers (SimpleRNN / LSTM / GRU over a whole sequence)
+with ../shared/tools/m4run (`m4run --cycles --work WORK -I c_runtime prog.c
+c_runtime/<the kernel files>`, then the same with `-DK2M_PORTABLE`), checks
+the two builds print the same output checksum, and prints: kernel, shape,
+work (MACs for conv / depthwise / fully connected / recurrent layers, output
+elements for pools, add and mul), instructions (exact) and cycles_est (m4run's
+static Cortex-M4 model, zero wait states: an estimate) of each path, per
+unit of work, and the speed-up in cycles.  Shapes marked "left shift" give
+one output channel a positive (left) requantization shift, as trained
+weights do.  Recurrent layers (SimpleRNN / LSTM / GRU over a whole sequence)
 count MACs as steps * gates * units * (features + units): the input and the
 recurrent matmuls; the per-step gate arithmetic (requantization, tables,
-state update) is in the instructions but not in the MACs.  The SE multiply
-counts one "MAC" per element; the int8 normalization kernel (k2m_norm.c) is
-counted per element.  Needs arm-none-eabi-gcc and qemu-system-arm
-(see ../shared/tools/README-m4run.md).  Instruction counts are exact;
-cycles_est is m4run's static Cortex-M4 model (zero wait states), an
-estimate, not a measurement.
+state update) is in the instructions but not in the MACs; the SE multiply
+counts one unit per element, the normalization kernel (k2m_norm.c, its own
+table) one per element.  --hot N / --mix
+print m4run's hottest instructions / instruction mix of the DSP build of each
+shape.  Needs arm-none-eabi-gcc and qemu-system-arm (see
+../shared/tools/README-m4run.md).
 """
 from __future__ import annotations
 
@@ -39,7 +43,7 @@ RUNTIME = ROOT / "c_runtime"
 DEFAULT_M4RUN = ROOT.parent / "shared" / "tools" / "m4run"
 
 
-def conv(name, in_h, in_w, in_c, out_c, k_h, k_w, stride=1, pad="same", s16=False):
+def _window(in_h, in_w, in_c, out_c, k_h, k_w, stride, pad):
     if pad == "same":
         out_h, out_w = -(-in_h // stride), -(-in_w // stride)
         ph = max((out_h - 1) * stride + k_h - in_h, 0)
@@ -48,25 +52,43 @@ def conv(name, in_h, in_w, in_c, out_c, k_h, k_w, stride=1, pad="same", s16=Fals
     else:
         out_h, out_w = (in_h - k_h) // stride + 1, (in_w - k_w) // stride + 1
         pad_top = pad_left = 0
-    g = dict(in_h=in_h, in_w=in_w, in_c=in_c, out_h=out_h, out_w=out_w, out_c=out_c,
-             k_h=k_h, k_w=k_w, stride_h=stride, stride_w=stride, dil_h=1, dil_w=1,
-             pad_top=pad_top, pad_left=pad_left)
+    return dict(in_h=in_h, in_w=in_w, in_c=in_c, out_h=out_h, out_w=out_w, out_c=out_c,
+                k_h=k_h, k_w=k_w, stride_h=stride, stride_w=stride, dil_h=1, dil_w=1,
+                pad_top=pad_top, pad_left=pad_left)
+
+
+def conv(name, in_h, in_w, in_c, out_c, k_h, k_w, stride=1, pad="same", s16=False,
+         left=False):
+    g = _window(in_h, in_w, in_c, out_c, k_h, k_w, stride, pad)
     # MACs as the layer defines them (padding taps included)
-    macs = out_h * out_w * out_c * k_h * k_w * in_c
-    return dict(kind="conv", name=name, g=g, macs=macs, s16=s16)
+    macs = g["out_h"] * g["out_w"] * out_c * k_h * k_w * in_c
+    return dict(kind="conv", name=name, g=g, work=macs, s16=s16, left=left)
 
 
-def depthwise(name, in_h, in_w, ch, k_h, k_w, stride=1, pad="same"):
+def depthwise(name, in_h, in_w, ch, k_h, k_w, stride=1, pad="same", left=False):
     """Depth multiplier 1 (MobileNet / DS-CNN)."""
-    s = conv(name, in_h, in_w, ch, ch, k_h, k_w, stride=stride, pad=pad)
+    s = conv(name, in_h, in_w, ch, ch, k_h, k_w, stride=stride, pad=pad, left=left)
     s["kind"] = "dw"
-    s["macs"] //= ch  # one input channel per output channel
+    s["work"] //= ch  # one input channel per output channel
     return s
 
 
 def fc(name, n_in, n_out, batches=1):
     return dict(kind="fc", name=name, n_in=n_in, n_out=n_out, batches=batches,
-                macs=batches * n_in * n_out, s16=False)
+                work=batches * n_in * n_out, s16=False, left=False)
+
+
+def pool(name, op, in_h, in_w, ch, k, stride, pad="valid"):
+    """max_pool / avg_pool (window k or (k_h, k_w)) or mean (global average)."""
+    k_h, k_w = k if isinstance(k, tuple) else (k, k)
+    g = _window(in_h, in_w, ch, ch, k_h, k_w, stride, pad)
+    return dict(kind=op, name=name, g=g, work=g["out_h"] * g["out_w"] * ch, s16=False,
+                left=False)
+
+
+def elementwise(name, op, size):
+    """add / mul of two int8 tensors of `size` elements."""
+    return dict(kind=op, name=name, size=size, work=size, s16=False, left=False)
 
 
 def rnn(name, cell, steps, features, units, flags=0):
@@ -75,7 +97,8 @@ def rnn(name, cell, steps, features, units, flags=0):
     gates = {"simple_rnn": 1, "lstm": 4, "gru": 3}[cell]
     return dict(kind="rnn", name=name, cell=cell, steps=steps, features=features,
                 units=units, flags=flags, gates=gates,
-                macs=steps * gates * units * (features + units), s16=False)
+                work=steps * gates * units * (features + units), s16=False,
+                left=False)
 
 
 def matmul(which, t, heads, dk):
@@ -93,27 +116,47 @@ def matmul(which, t, heads, dk):
                  batch=(heads, t * s, dk * s, dk), n_a=heads * t * s, n_b=heads * dk * s,
                  n_c=t * heads * dk, a_offset=128, b_offset=-2)
     name = f"matmul {which.upper()} T=S={t}, dk={dk}, H={heads}"
-    return dict(kind="matmul", name=name, d=d, macs=heads * t * s * dk, s16=which == "qk")
+    return dict(kind="matmul", name=name, d=d, work=heads * t * s * dk, s16=which == "qk",
+                left=False)
 
 
 def se_multiply(name, positions, channels):
     """The squeeze-and-excitation multiply (H*W, C) x (C,): "MACs" are the
     elements (one product and one requantization each)."""
     return dict(kind="se", name=name, positions=positions, channels=channels,
-                macs=positions * channels, s16=False)
+                work=positions * channels, s16=False, left=False)
 
 
 SHAPES = [
     conv("conv 3x3 16->32, 16x16, same", 16, 16, 16, 32, 3, 3),
     conv("conv 3x3 16->32, 16x16, same (s8_s16)", 16, 16, 16, 32, 3, 3, s16=True),
+    conv("conv 3x3 16->16, 32x32, same (ResNet-8)", 32, 32, 16, 16, 3, 3),
+    conv("conv 3x3 16->16, 32x32, same, left shift", 32, 32, 16, 16, 3, 3, left=True),
     conv("conv 1x1 64->64, 12x12", 12, 12, 64, 64, 1, 1),
-    conv("conv 10x4 1->64, 49x10, stride 2, same (KWS)", 49, 10, 1, 64, 10, 4, stride=2),
-    conv("conv 10x4 1->64, 49x10, stride 1, same", 49, 10, 1, 64, 10, 4),
-    conv("conv 3x3 3->8, 32x32, valid", 32, 32, 3, 8, 3, 3, pad="valid"),
+    conv("conv 1x1 64->64, 12x12, left shift", 12, 12, 64, 64, 1, 1, left=True),
+    conv("conv 1x1 64->64, 25x5 (DS-CNN)", 25, 5, 64, 64, 1, 1),
+    conv("conv 1x1 8->16, 48x48 (MobileNet)", 48, 48, 8, 16, 1, 1),
+    conv("conv 1x1 128->128, 6x6 (MobileNet)", 6, 6, 128, 128, 1, 1),
+    conv("conv 10x4 1->64, 49x10, stride 2, same (KWS first)", 49, 10, 1, 64, 10, 4, stride=2),
+    conv("conv 3x3 3->8, 96x96, stride 2, same (VWW first)", 96, 96, 3, 8, 3, 3, stride=2),
+    conv("conv 3x3 3->16, 32x32, same (ResNet-8 first)", 32, 32, 3, 16, 3, 3),
     depthwise("depthwise 3x3 64ch, 25x5, same (DS-CNN)", 25, 5, 64, 3, 3),
-    depthwise("depthwise 3x3 32ch, 48x48, same", 48, 48, 32, 3, 3),
-    fc("fc 640->128", 640, 128),
+    depthwise("depthwise 3x3 8ch, 48x48, same (MobileNet)", 48, 48, 8, 3, 3),
+    depthwise("depthwise 3x3 16ch, 48x48, stride 2, same (MobileNet)", 48, 48, 16, 3, 3,
+              stride=2),
+    depthwise("depthwise 3x3 128ch, 6x6, same (MobileNet)", 6, 6, 128, 3, 3),
+    depthwise("depthwise 3x3 128ch, 6x6, same, left shift", 6, 6, 128, 3, 3, left=True),
+    depthwise("depthwise 3x3 256ch, 3x3, same (MobileNet)", 3, 3, 256, 3, 3),
+    fc("fc 640->128 (AD)", 640, 128),
+    fc("fc 128->128 (AD)", 128, 128),
     fc("fc 256->10", 256, 10),
+    pool("max pool 2x2, 8x8x16", "max_pool", 8, 8, 16, 2, 2),
+    pool("max pool 2x2, 32x32x16", "max_pool", 32, 32, 16, 2, 2),
+    pool("avg pool 25x5 over 25x5x64 (DS-CNN)", "avg_pool", 25, 5, 64, (25, 5), 1),
+    pool("avg pool 3x3, 12x12x32, same", "avg_pool", 12, 12, 32, 3, 1, "same"),
+    pool("mean over 4x4x32", "mean", 4, 4, 32, 4, 1),
+    elementwise("add 32x32x16 (ResNet-8)", "add", 32 * 32 * 16),
+    elementwise("mul 16384", "mul", 16384),
     rnn("lstm 64 units, 49 steps x 10 (KWS)", "lstm", 49, 10, 64),
     rnn("gru 32 units, 50 steps x 3, reset_after", "gru", 50, 3, 32, flags=8),
     rnn("gru 32 units, 50 steps x 3, reset_before", "gru", 50, 3, 32),
@@ -135,12 +178,12 @@ PROGRAM = r"""
 static uint32_t seed = 12345u;
 static int32_t rnd(void) { seed = seed * 1664525u + 1013904223u; return (int32_t)(seed >> 8); }
 
-static int8_t input[%(n_x)d];
+static int8_t input[%(n_x)d], input2[%(n_x)d];
 static int8_t weights[%(n_w)d];
 static int32_t bias[%(n_b)d];
 static int32_t mult[%(n_b)d], shift[%(n_b)d];
 static %(out_t)s output[%(n_y)d];
-static int16_t scratch[%(n_s)d];
+static int32_t scratch[(%(n_s)d + 3) / 4];
 
 int main(void)
 {
@@ -148,15 +191,18 @@ int main(void)
     uint32_t sum = 0;
     k2m_quant_s8 q;
     for (i = 0; i < %(n_x)d; ++i) input[i] = (int8_t)(rnd() & 0xFF);
+    for (i = 0; i < %(n_x)d; ++i) input2[i] = (int8_t)(rnd() & 0xFF);
     for (i = 0; i < %(n_w)d; ++i) weights[i] = (int8_t)((rnd() %% 255) - 127);
     for (i = 0; i < %(n_b)d; ++i) {
         bias[i] = (rnd() %% 20000) - 10000;
         mult[i] = 0x40000000 + (rnd() & 0x3FFFFFFF);
         shift[i] = -8 - (rnd() & 3);
     }
+    if (%(left)d) shift[%(n_b)d / 2] = 1;  /* one channel with a left shift */
     q.input_offset = 5; q.output_offset = -3;
     q.act_min = %(act_min)d; q.act_max = %(act_max)d;
     q.multiplier = mult; q.shift = shift;
+    (void)input2; (void)scratch; (void)q;
     {
         %(setup)s
         bench_begin();
@@ -170,10 +216,6 @@ int main(void)
 """
 
 
-# One recurrent layer over a random sequence.  Scales as the exporter picks
-# them (docs/recurrent_int8.md): pre-activations at 2^-12, gates and h at
-# 2^-15, the LSTM cell at 2^-14; tables computed at start-up (outside the
-# measured region).  The checksum covers the output and the final state.
 RNN_PROGRAM = r"""
 #include <math.h>
 #include <stdio.h>
@@ -352,41 +394,6 @@ def matmul_program(s):
                                  call=f"{fn}(&d, &p, a, b, c)")
 
 
-def program(s):
-    if s["kind"] == "rnn":
-        return rnn_program(s)
-    if s["kind"] in ("matmul", "se"):
-        return matmul_program(s)
-    if s["kind"] == "dw":
-        g = s["g"]
-        setup = "const k2m_window g = {%s};" % ", ".join(
-            str(g[k]) for k in ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "k_w",
-                                "stride_h", "stride_w", "dil_h", "dil_w", "pad_top", "pad_left"))
-        call = "k2m_depthwise_conv2d_s8(&g, &q, input, weights, bias, output)"
-        n = dict(n_x=g["in_h"] * g["in_w"] * g["in_c"], n_w=g["k_h"] * g["k_w"] * g["out_c"],
-                 n_b=g["out_c"], n_y=g["out_h"] * g["out_w"] * g["out_c"], n_s=2)
-    elif s["kind"] == "conv":
-        g = s["g"]
-        setup = "const k2m_window g = {%s};" % ", ".join(
-            str(g[k]) for k in ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "k_w",
-                                "stride_h", "stride_w", "dil_h", "dil_w", "pad_top", "pad_left"))
-        fn = "k2m_conv2d_s8_s16" if s["s16"] else "k2m_conv2d_s8"
-        call = f"{fn}(&g, &q, input, weights, bias, output, scratch)"
-        n = dict(n_x=g["in_h"] * g["in_w"] * g["in_c"],
-                 n_w=g["out_c"] * g["k_h"] * g["k_w"] * g["in_c"], n_b=g["out_c"],
-                 n_y=g["out_h"] * g["out_w"] * g["out_c"],
-                 n_s=2 * g["k_h"] * g["k_w"] * g["in_c"])
-    else:
-        setup = "const k2m_fc_dims d = {%d, %d, %d};" % (s["batches"], s["n_in"], s["n_out"])
-        call = "k2m_fully_connected_s8(&d, &q, input, weights, bias, output)"
-        n = dict(n_x=s["batches"] * s["n_in"], n_w=s["n_in"] * s["n_out"], n_b=s["n_out"],
-                 n_y=s["batches"] * s["n_out"], n_s=2)
-    out_t = "int16_t" if s["s16"] else "int8_t"
-    act = (-32768, 32767) if s["s16"] else (-128, 127)
-    return PROGRAM % dict(n, out_t=out_t, setup=setup, call=call,
-                          act_min=act[0], act_max=act[1])
-
-
 # Normalization (k2m_norm.c): the work unit is an element, the figure
 # instructions and m4run's cycles_est per element.  A time-series
 # transformer's LayerNormalization: 64 steps of 128 features, per-feature
@@ -487,21 +494,75 @@ def print_norm(rows, markdown):
                   f"{r[6]:6.2f} {r[7]:8.2f}")
 
 
-def run(m4run, src, macs, portable):
-    """(instructions, cycles_est, checksum) of the measured region."""
-    cmd = [str(m4run), "--work", str(macs), "--cycles", "-I", str(RUNTIME)]
+WINDOW_FIELDS = ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "k_w",
+                 "stride_h", "stride_w", "dil_h", "dil_w", "pad_top", "pad_left")
+# Add parameters of ResNet-8's first residual add (as the exporter gives them);
+# mul: scales 0.05 * 0.04 / 0.01 (multiplier 0.2), zero points -3 and 7.
+ADD_PARAMS = "128, 1528642219, -2, 13, 1073741824, 0, 20, -128, 1504313327, -18, -128, 127"
+MUL_PARAMS = "3, 0, 0, -7, 0, 0, 0, 5, 1717986918, -2, -128, 127"
+SOURCES = ("k2m_conv.c", "k2m_depthwise.c", "k2m_fully_connected.c", "k2m_recurrent.c",
+           "k2m_pool.c", "k2m_elementwise.c", "k2m_matmul.c", "k2m_broadcast.c")
+
+
+def program(s):
+    if s["kind"] == "rnn":
+        return rnn_program(s)
+    if s["kind"] in ("matmul", "se"):
+        return matmul_program(s)
+    kind, g = s["kind"], s.get("g")
+    window = ("const k2m_window g = {%s};" % ", ".join(str(g[k]) for k in WINDOW_FIELDS)
+              if g else "")
+    n = dict(n_w=1, n_b=1, n_s=4)
+    if kind == "dw":
+        call = ("k2m_depthwise_conv2d_s8(&g, &q, input, weights, bias, output, "
+                "(int16_t *)(void *)scratch)")
+        # more than K2M_DEPTHWISE_S8_SCRATCH_BYTES(g) for every shape here
+        n.update(n_x=g["in_h"] * g["in_w"] * g["in_c"], n_w=g["k_h"] * g["k_w"] * g["out_c"],
+                 n_b=g["out_c"], n_y=g["out_h"] * g["out_w"] * g["out_c"], n_s=8192)
+    elif kind == "conv":
+        fn = "k2m_conv2d_s8_s16" if s["s16"] else "k2m_conv2d_s8"
+        call = f"{fn}(&g, &q, input, weights, bias, output, (int16_t *)(void *)scratch)"
+        n.update(n_x=g["in_h"] * g["in_w"] * g["in_c"],
+                 n_w=g["out_c"] * g["k_h"] * g["k_w"] * g["in_c"], n_b=g["out_c"],
+                 n_y=g["out_h"] * g["out_w"] * g["out_c"],
+                 n_s=4 * g["k_h"] * g["k_w"] * g["in_c"])
+    elif kind == "fc":
+        window = "const k2m_fc_dims d = {%d, %d, %d};" % (s["batches"], s["n_in"], s["n_out"])
+        call = "k2m_fully_connected_s8(&d, &q, input, weights, bias, output)"
+        n.update(n_x=s["batches"] * s["n_in"], n_w=s["n_in"] * s["n_out"], n_b=s["n_out"],
+                 n_y=s["batches"] * s["n_out"])
+    elif kind in ("max_pool", "avg_pool"):
+        call = f"k2m_{kind}_s8(&g, -128, 127, input, output)"
+        n.update(n_x=g["in_h"] * g["in_w"] * g["in_c"], n_y=s["work"])
+    elif kind == "mean":
+        # one multiplier for 1 / (spatial positions), output scale as the input's
+        window += "\n        mult[0] = 0x40000000; shift[0] = -%d;" % (
+            (g["in_h"] * g["in_w"]).bit_length() - 1)
+        call = f"k2m_mean_s8({g['in_h'] * g['in_w']}, {g['in_c']}, &q, input, output)"
+        n.update(n_x=g["in_h"] * g["in_w"] * g["in_c"], n_y=g["in_c"])
+    else:
+        window = "const k2m_add_s8_params p = {%s};" % (
+            ADD_PARAMS if kind == "add" else MUL_PARAMS)
+        call = f"k2m_{kind}_s8(&p, input, input2, output, {s['size']})"
+        n.update(n_x=s["size"], n_y=s["size"])
+    out_t = "int16_t" if s["s16"] else "int8_t"
+    act = (-32768, 32767) if s["s16"] else (-128, 127)
+    return PROGRAM % dict(n, out_t=out_t, setup=window, call=call, left=int(s["left"]),
+                          act_min=act[0], act_max=act[1])
+
+
+def run(m4run, src, work, portable, extra=()):
+    cmd = [str(m4run), "--cycles", "--work", str(work), "-I", str(RUNTIME), *extra]
     if portable:
         cmd += ["-D", "K2M_PORTABLE"]
-    cmd += [str(src)] + [str(RUNTIME / f) for f in
-                         ("k2m_conv.c", "k2m_depthwise.c", "k2m_fully_connected.c",
-                          "k2m_recurrent.c", "k2m_matmul.c", "k2m_broadcast.c")]
+    cmd += [str(src)] + [str(RUNTIME / f) for f in SOURCES]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         sys.exit(f"m4run failed ({out.returncode}): {' '.join(cmd)}\n{out.stdout}\n{out.stderr}")
     instr = int(re.search(r"instructions:\s*(\d+)", out.stdout).group(1))
     cycles = int(re.search(r"cycles_est:\s*(\d+)", out.stdout).group(1))
     checksum = re.search(r"checksum (\w+)", out.stdout).group(1)
-    return instr, cycles, checksum
+    return instr, cycles, checksum, out.stdout
 
 
 def main():
@@ -509,35 +570,39 @@ def main():
     ap.add_argument("--m4run", default=str(DEFAULT_M4RUN))
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     ap.add_argument("--only", default="", help="only the shapes whose name contains this")
+    ap.add_argument("--hot", type=int, default=0, help="show the N hottest instructions (DSP)")
+    ap.add_argument("--mix", action="store_true", help="show the instruction mix (DSP)")
     args = ap.parse_args()
+    extra = (["--hot", str(args.hot)] if args.hot else []) + (["--mix"] if args.mix else [])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, s in enumerate(sh for sh in SHAPES if args.only in sh["name"]):
             src = Path(tmp) / f"bench_{i}.c"
             src.write_text(program(s))
-            dsp, cyc_dsp, c1 = run(args.m4run, src, s["macs"], portable=False)
-            port, cyc_port, c2 = run(args.m4run, src, s["macs"], portable=True)
+            dsp, dsp_c, c1, text = run(args.m4run, src, s["work"], False, extra)
+            port, port_c, c2, _ = run(args.m4run, src, s["work"], True)
             if c1 != c2:
                 sys.exit(f"{s['name']}: DSP and portable outputs differ ({c1} != {c2})")
-            rows.append((s["kind"], s["name"], s["macs"], dsp, dsp / s["macs"],
-                         port, port / s["macs"], port / dsp,
-                         cyc_dsp / s["macs"], cyc_port / s["macs"]))
+            if extra:
+                print(f"== {s['name']}\n" + text[text.index("--- m4run region"):])
+            w = s["work"]
+            rows.append((s["kind"], s["name"], w, dsp, dsp_c, dsp_c / w, port, port_c,
+                         port_c / w, port_c / dsp_c))
         norms = norm_rows(args.m4run, tmp, args.only)
-    head = ("kernel", "shape", "MACs", "instr DSP", "instr/MAC DSP",
-            "instr portable", "instr/MAC portable", "speed-up",
-            "cycles_est/MAC DSP", "cycles_est/MAC portable")
-    if args.markdown and rows:
+    head = ("kernel", "shape", "work", "instr DSP", "cycles_est DSP", "cycles/work DSP",
+            "instr portable", "cycles_est portable", "cycles/work portable", "speed-up")
+    if args.markdown:
         print("| " + " | ".join(head) + " |")
-        print("|" + "---|" * len(head))
+        print("|---|---|" + "---:|" * (len(head) - 2))
         for r in rows:
-            print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.3f} | {r[5]} | {r[6]:.3f} | "
-                  f"{r[7]:.2f}x | {r[8]:.3f} | {r[9]:.3f} |")
-    elif rows:
-        print(f"{'kernel':6} {'shape':46} {'MACs':>9} {'DSP':>10} {'/MAC':>6} "
-              f"{'portable':>10} {'/MAC':>6} {'speed-up':>8} {'cyc/MAC':>8} {'cyc/MAC':>8}")
+            print(f"| {r[0]} | {r[1]} | {r[2]:,} | {r[3]:,} | {r[4]:,} | {r[5]:.3f} | {r[6]:,} | "
+                  f"{r[7]:,} | {r[8]:.3f} | {r[9]:.2f}x |")
+    else:
+        print(f"{'kernel':8} {'shape':56} {'work':>9} {'instr':>10} {'cycles':>10} {'c/work':>7} "
+              f"{'instr port':>10} {'cyc port':>10} {'c/work':>7} {'speed-up':>8}")
         for r in rows:
-            print(f"{r[0]:6} {r[1]:46} {r[2]:9d} {r[3]:10d} {r[4]:6.3f} {r[5]:10d} {r[6]:6.3f} "
-                  f"{r[7]:7.2f}x {r[8]:8.3f} {r[9]:8.3f}")
+            print(f"{r[0]:8} {r[1]:56} {r[2]:9d} {r[3]:10d} {r[4]:10d} {r[5]:7.3f} {r[6]:10d} "
+                  f"{r[7]:10d} {r[8]:7.3f} {r[9]:7.2f}x")
     if norms:
         print_norm(norms, args.markdown)
 

@@ -73,6 +73,27 @@ void k2m_conv2d_f32(const k2m_window *g, float act_min, float act_max,
                     const float *input, const float *weights,
                     const float *bias, float *output);
 
+/* Conv2D followed by a pooling of its whole int8 output map to one value
+ * per channel, without storing the map (the exporter fuses a conv with a
+ * following global AveragePooling2D / GlobalAveragePooling2D): per channel
+ * the sum s of the out_h * out_w outputs k2m_conv2d_s8 would store, then
+  *   mean == NULL: k2m_avg_pool_s8's clamp(div_nearest(s, out_h * out_w),
+ *                 act_min, act_max)
+ *   otherwise:    k2m_mean_s8's clamp(requantize(s + n * input_offset,
+ *                 multiplier[0], shift[0]) + output_offset) with *mean.
+ * output: out_c values.  scratch: K2M_CONV_POOL_S8_SCRATCH_BYTES(g), 4-byte
+ * aligned (the im2col columns, one pixel pair's outputs, the sums); both
+ * paths use it. */
+typedef struct {
+    const k2m_quant_s8 *mean;
+    int32_t act_min, act_max;
+} k2m_global_pool_s8;
+#define K2M_CONV_POOL_S8_SCRATCH_BYTES(g) (K2M_CONV_S8_SCRATCH_BYTES(g) + (((g)->out_c * 2 + 3) & ~3) + 4 * (g)->out_c)
+void k2m_conv2d_pool_s8(const k2m_window *g, const k2m_quant_s8 *q,
+                        const int8_t *input, const int8_t *weights,
+                        const int32_t *bias, const k2m_global_pool_s8 *pool,
+                        int8_t *output, int16_t *scratch);
+
 /* int8 in, int16 out: the same arithmetic as k2m_conv2d_s8 (one shared
  * loop), but the requantized value is clamped to [act_min, act_max] and
  * stored as int16.  The exporter passes output_offset 0 (int16 is
@@ -86,10 +107,30 @@ void k2m_conv2d_s8_s16(const k2m_window *g, const k2m_quant_s8 *q,
 /* ---- depthwise convolution (k2m_depthwise.c) ------------------------
  * Weights (1, kh, kw, out_c) with out_c = in_c * depth multiplier; output
  * channel c * mult + m reads input channel c.  Per-channel quantization as
- * for conv.  No scratch. */
+ * for conv.
+ *
+ * scratch (int8 only): work space for the DSP path's ring of transposed
+ * input rows, 4-byte aligned, K2M_DEPTHWISE_S8_SCRATCH_BYTES(g) bytes,
+ * used for 3x3 kernels with depth multiplier 1, no dilation and horizontal
+ * stride 1 or 2; contents ignored on entry,
+ * unspecified on return.  The portable path does not use it, and NULL is
+ * accepted (the DSP path then takes its generic loop).
+ *
+ * In place: output pixels are written in raster order, all channels of
+ * one before the next on the portable path, and the output may overlap
+ * the input when it starts m pixels earlier (m >= 0) and no output pixel
+ * is written over an input byte that a later window (or its own) still
+ * reads; the DSP path writes channel group by channel group, which such an
+ * overlap also allows (each input byte is read before the output of its
+ * own channel reaches it).  The exporter's planner checks the condition. */
+/* ROW: int16 elements of one ring row (the padded input row, and every
+ * word a pair of outputs reads) */
+#define K2M_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define K2M_DEPTHWISE_ROW(g) ((K2M_MAX((g)->pad_left + (g)->in_w, (g)->stride_w * (g)->out_w + 6) + 1) & ~1)
+#define K2M_DEPTHWISE_S8_SCRATCH_BYTES(g) (24 * K2M_DEPTHWISE_ROW(g) + 4 * (((g)->out_w + 1) & ~1) + 312)
 void k2m_depthwise_conv2d_s8(const k2m_window *g, const k2m_quant_s8 *q,
                              const int8_t *input, const int8_t *weights,
-                             const int32_t *bias, int8_t *output);
+                             const int32_t *bias, int8_t *output, int16_t *scratch);
 void k2m_depthwise_conv2d_f32(const k2m_window *g, float act_min, float act_max,
                               const float *input, const float *weights,
                               const float *bias, float *output);

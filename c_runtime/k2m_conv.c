@@ -18,7 +18,7 @@
 static void conv2d_s8_core(const k2m_window *g, const k2m_quant_s8 *q,
                            const int8_t *input, const int8_t *weights,
                            const int32_t *bias, void *output,
-                           int out_is_16bit)
+                           int out_is_16bit, int32_t *sums)
 {
     const int32_t in_w = g->in_w, in_c = g->in_c;
     const int32_t k_h = g->k_h, k_w = g->k_w;
@@ -69,9 +69,12 @@ static void conv2d_s8_core(const k2m_window *g, const k2m_quant_s8 *q,
                 }
                 acc = k2m_requantize(acc, q->multiplier[oc], q->shift[oc]);
                 acc += q->output_offset;
-                k2m_store_s8_s16(output, n++,
-                                 k2m_clamp_s32(acc, q->act_min, q->act_max),
-                                 out_is_16bit);
+                acc = k2m_clamp_s32(acc, q->act_min, q->act_max);
+                if (sums != NULL) {
+                    sums[oc] += acc;  /* pooled: the map is not stored */
+                } else {
+                    k2m_store_s8_s16(output, n++, acc, out_is_16bit);
+                }
             }
         }
     }
@@ -96,86 +99,22 @@ static void conv2d_s8_core(const k2m_window *g, const k2m_quant_s8 *q,
  * leftover elements of A, then those of B, in natural order. */
 
 /* ---- requantization, fast form --------------------------------------
- * k2m_requantize(acc, m, shift) + output_offset, bit for bit, in five
- * instructions when the layer's accumulators are known to be small
- * (conv_fast_rq_ok, checked once per call from the bias, K and the input
- * offset).  With left = max(shift, 0), e = max(-shift, 0), s = acc << left:
- *   SaturatingRoundingDoublingHighMul(s, m) = floor((s m + 2^30) / 2^31)
- *     = floor((2s m + 2^31) / 2^32) = SMMULR(2s, m)   when 2s fits in int32
- *   (the saturating corner needs s == INT32_MIN, excluded by the bound);
- *   RoundingDivideByPOT(x, e) = RoundingDivideByPOT(2x, e + 1)
- *     = floor((2x + 2^e - [x < 0]) / 2^(e+1))   (ties away from zero),
- * and the output offset adds exactly inside the floor as
- * output_offset * 2^(e+1).  So with ls = left + 1, rs = e + 1 and
- * ho = 2^e + output_offset * 2^rs:
- *   x = SMMULR(acc << ls, m);  y = (ho + 2x + (x >> 31)) >> rs.
- * conv_fast_rq_ok requires |acc << ls| < 2^30 and |ho| < 2^30, so nothing
- * overflows (|2x| <= 2^30), and (for now) shift <= 0 in every channel, so
- * the block loop takes ls = 1.  Otherwise the kernel uses k2m_rq_apply. */
-typedef struct {
-    int32_t mult, ls, rs, ho;
-} conv_rq;
-
-static inline int32_t conv_smmulr(int32_t a, int32_t b)
-{
-    int32_t r;
-    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
-    return r;
-}
-
-static inline void conv_rq_init(conv_rq *c, int32_t mult, int32_t shift,
-                                int32_t out_off)
-{
-    const int32_t right = shift > 0 ? 0 : -shift;
-    c->mult = mult;
-    c->ls = (shift > 0 ? shift : 0) + 1;
-    c->rs = right + 1;
-    c->ho = (int32_t)(((uint32_t)1 << right)
-                      + ((uint32_t)out_off << (right + 1)));
-}
-
-static inline int32_t conv_rq_apply(const conv_rq *c, int32_t acc)
-{
-    const int32_t x = conv_smmulr((int32_t)((uint32_t)acc << c->ls), c->mult);
-    const int32_t t = (int32_t)((uint32_t)c->ho + ((uint32_t)x << 1))
-        + k2m_asr(x, 31);
-    return k2m_asr(t, c->rs);
-}
-
-/* Whether every channel of the layer meets the fast form's bounds: the
- * accumulator is bias + K products of |q + input_offset| <= 128 +
- * |input_offset| and |w| <= 128. */
+ * k2m_rqs (k2m_math.h): five instructions an output, left-shifted and
+ * dead (multiplier 0) channels included, when the layer's accumulators are
+ * small enough for every channel (conv_fast_rq_ok, checked once per call
+ * from the bias, K and the input offset); otherwise k2m_rq_apply. */
 static int conv_fast_rq_ok(const k2m_quant_s8 *q, const int32_t *bias,
                            int32_t out_c, int32_t k)
 {
-    const int64_t in_off = q->input_offset;
-    const int64_t x_max = 128 + (in_off < 0 ? -in_off : in_off);
-    const int64_t lim = (int64_t)1 << 30;
-    int64_t sum_max;
     int32_t c;
 
-    if (x_max > 4096 || k > (1 << 20)) {
+    if (k > (1 << 20)) {
         return 0;
     }
-    sum_max = (int64_t)k * x_max * 128;
     for (c = 0; c < out_c; ++c) {
-        const int32_t sh = q->shift[c];
-        int64_t b = bias != NULL ? bias[c] : 0, ho;
-        int32_t ls, rs;
-        b = b < 0 ? -b : b;
-        /* Right shifts only: the block loop takes ls = 1 (left-shifted
-         * channels, int16 outputs at most, take k2m_rq_apply). */
-        if (sh > 0 || sh < -29) {
-            return 0;
-        }
-        ls = (sh > 0 ? sh : 0) + 1;
-        rs = (sh > 0 ? 0 : -sh) + 1;
-        if ((b + sum_max) * ((int64_t)1 << ls) >= lim) {
-            return 0;
-        }
-        ho = ((int64_t)1 << (rs - 1))
-            + (int64_t)q->output_offset * ((int64_t)1 << rs);
-        if (ho >= lim || ho <= -lim) {
+        k2m_rqs r;
+        if (!k2m_rqs_init(&r, q->multiplier[c], q->shift[c], q->output_offset,
+                          k2m_acc_bound(bias != NULL ? bias[c] : 0, k, q->input_offset))) {
             return 0;
         }
     }
@@ -269,6 +208,78 @@ static inline int16_t *col_words(int16_t *d, const int8_t *src, int32_t n4,
  * -input_offset (so that q + input_offset is the padding's real 0), then
  * widened like whole rows. */
 #define K2M_CONV_ROW_BUF 64
+#define K2M_CONV_WIN_BUF 64  /* whole windows gathered up to this K */
+
+/* im2col of output pixel (oy, ox) into half `sel` of `col` for layers
+ * whose kernel rows do not fill whole groups (a first layer's k_w * 3
+ * channels; conv_gather_ok): the window's bytes gathered in order, padding
+ * as -input_offset, then widened a word at a time. */
+static int conv_gather_ok(const k2m_window *g, int32_t input_offset)
+{
+    return ((g->k_w * g->in_c) & 3) != 0 && g->dil_w == 1
+        && g->k_h * g->k_w * g->in_c <= K2M_CONV_WIN_BUF
+        && input_offset >= -127 && input_offset <= 128;
+}
+
+static void im2col_gather(const k2m_window *g, const int8_t *input,
+                          int32_t input_offset, int32_t oy, int32_t ox,
+                          int32_t sel, int16_t *col)
+{
+    const int32_t in_h = g->in_h, in_w = g->in_w, in_c = g->in_c, k_w = g->k_w;
+    const int32_t y0 = oy * g->stride_h - g->pad_top;
+    const int32_t x0 = ox * g->stride_w - g->pad_left;
+    const int32_t row_len = k_w * in_c, k = g->k_h * row_len, k4 = k & ~3, r = k - k4;
+    const int32_t pad4 = (int32_t)(((uint32_t)-input_offset & 0xFFu) * 0x01010101u);
+    const int row_whole = x0 >= 0 && x0 + k_w <= in_w;
+    int8_t win[K2M_CONV_WIN_BUF];
+    int8_t *wp = win;
+    int16_t *tail = col + (k4 << 1) + sel * r;
+    int32_t kx0 = 0, kx1 = k_w, ky, i;
+
+    if (!row_whole) {
+        k2m_tap_range(x0, in_w, k_w, 1, &kx0, &kx1);
+    }
+    for (ky = 0; ky < g->k_h; ++ky, wp += row_len) {
+        const int32_t y = y0 + ky * g->dil_h;
+        const int8_t *src = input + (y * in_w + x0) * in_c;
+        if (y >= 0 && y < in_h && row_whole) {
+            /* whole words, then the 1-3 last bytes; the empty asm keeps
+             * gcc from making the copy a memcpy call, dearer than these
+             * few bytes */
+            for (i = 0; i + 4 <= row_len; i += 4) {
+                k2m_st32(wp + i, k2m_ld32(src + i));
+                __asm__ volatile("" ::: "memory");
+            }
+            if (row_len & 2) {
+                wp[i] = src[i];
+                wp[i + 1] = src[i + 1];
+                i += 2;
+            }
+            if (row_len & 1) {
+                wp[i] = src[i];
+            }
+        } else if (y >= 0 && y < in_h) {
+            /* one loop, not a fill and a copy (which gcc would make
+             * memset and memcpy calls) */
+            const int32_t from = kx0 * in_c, to = kx1 * in_c;
+            for (i = 0; i < row_len; ++i) {
+                wp[i] = i >= from && i < to ? src[i] : (int8_t)pad4;
+            }
+        } else {
+            for (i = 0; i + 4 <= row_len; i += 4) {
+                k2m_st32(wp + i, pad4);
+            }
+            for (; i < row_len; ++i) {
+                wp[i] = (int8_t)pad4;
+            }
+        }
+    }
+    col_words(col + (sel << 2), win, k4 >> 2,
+              (int32_t)(((uint32_t)input_offset & 0xFFFFu) | ((uint32_t)input_offset << 16)));
+    for (i = 0; i < r; ++i) {
+        tail[i] = (int16_t)(win[k4 + i] + input_offset);
+    }
+}
 
 /* im2col of output pixel (oy, ox) into half `sel` of `col`. */
 static void im2col_s8(const k2m_window *g, const int8_t *input,
@@ -357,12 +368,16 @@ static void im2col_s8(const k2m_window *g, const int8_t *input,
 
 /* ---- MAC loops ---------------------------------------------------------- */
 #if defined(__OPTIMIZE__)
-/* One group = 16 MACs in 15 instructions: one LDM of the 4 column words
- * (pixel A's x0x2, x1x3, then B's), per channel one LDR of 4 weights, two
- * SXTB16 and 4 SMLAD.  14 registers: the 4 LDM targets are fixed (LDM needs
- * them ascending), the loop counter lives in LR (clobbered). */
+/* One group = 16 MACs in 18 instructions: four LDR of the column words
+ * (pixel A's x0x2, x1x3, then B's) and one of channel A's 4 weights back to
+ * back (pipelined: 6 cycles, where LDM and LDR take 7), per channel two
+ * SXTB16 and 4 SMLAD.  14 registers; the loop counter lives in LR
+ * (clobbered). */
 #define K2M_GROUP_ASM                                                       \
-    "ldmia  %[c]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"                       \
+    "ldr    %[x1], [%[c], #4]\n\t"                                          \
+    "ldr    %[x2], [%[c], #8]\n\t"                                          \
+    "ldr    %[x3], [%[c], #12]\n\t"                                         \
+    "ldr    %[x0], [%[c]], #16\n\t"                                         \
     "ldr    %[w], [%[wa]], #4\n\t"                                          \
     "sxtb16 %[wl], %[w]\n\t"                                                \
     "sxtb16 %[w], %[w], ror #8\n\t"                                         \
@@ -398,11 +413,7 @@ void mac_2x2(const int16_t *col, const int8_t *wa, const int8_t *wb,
 
 #if defined(__OPTIMIZE__)
     {
-        register int32_t x0 __asm__("r2");
-        register int32_t x1 __asm__("r3");
-        register int32_t x2 __asm__("r4");
-        register int32_t x3 __asm__("r5");
-        int32_t w, wl = n;
+        int32_t x0, x1, x2, x3, w, wl = n;
         if (n > 0) {
             __asm__ volatile(
                 "adds   lr, %[wl], #1\n\t"
@@ -476,9 +487,9 @@ static int32_t conv_out_one(const k2m_quant_s8 *q, int fast, int32_t c,
 {
     int32_t v;
     if (fast) {
-        conv_rq rc;
-        conv_rq_init(&rc, q->multiplier[c], q->shift[c], q->output_offset);
-        v = conv_rq_apply(&rc, acc);
+        k2m_rqs rc;
+        (void)k2m_rqs_init(&rc, q->multiplier[c], q->shift[c], q->output_offset, 0);
+        v = k2m_rqs_apply(&rc, acc);
     } else {
         k2m_rq rc;
         k2m_rq_init(&rc, q->multiplier[c], q->shift[c]);
@@ -491,30 +502,21 @@ static int32_t conv_out_one(const k2m_quant_s8 *q, int fast, int32_t c,
  * All channel pairs of one pixel pair, for layers that pass
  * conv_fast_rq_ok: the MAC loop (two groups per iteration, an odd group
  * count entering at the second), then per channel the five-instruction
- * requantization, the clamp (a single SSAT when the clamp is the whole
- * output range) and the store.  Instantiated per output width and clamp
- * kind so those tests fold away. */
+ * requantization, the clamp of two outputs at once as int16 lanes (SSAT
+ * to 16 bits, PKHBT, SSUB16 / SEL against lo and hi in both lanes; SSAT
+ * alone for the whole int8 range), and the stores (int16: the packed word
+ * as it is). */
 typedef struct {
     const int8_t *weights;
     const int32_t *bias, *mult, *shift;
-    int32_t k, out_c, out_off, lo, hi;
+    int32_t k, out_c, out_off, lo2, hi2, sat, out16;
 } conv_ctx;
 
-static inline __attribute__((always_inline))
-int32_t conv_clamp(int32_t v, int32_t lo, int32_t hi, int out16, int sat)
-{
-    if (sat) {
-        return out16 ? __ssat(v, 16) : __ssat(v, 8);
-    }
-    return k2m_clamp_s32(v, lo, hi);
-}
-
-static inline __attribute__((always_inline))
-void conv_pairs_fast(const conv_ctx *x, const int16_t *col, void *out0,
-                     void *out1, int out16, int sat)
+static __attribute__((noinline))
+void conv_pairs_fast(const conv_ctx *x, const int16_t *col, void *out0, void *out1)
 {
     const int32_t k = x->k, n = k >> 2, r = k & 3;
-    const int32_t lo = x->lo, hi = x->hi;
+    const int32_t lo2 = x->lo2, hi2 = x->hi2, sat = x->sat, out16 = x->out16;
     /* ho = 2^e + out_off * 2^(e+1) = (1 + 2 out_off) << e */
     const uint32_t ho1 = 1u + ((uint32_t)x->out_off << 1);
     const int32_t *bp = x->bias, *mp = x->mult, *sp = x->shift;
@@ -535,21 +537,26 @@ void conv_pairs_fast(const conv_ctx *x, const int16_t *col, void *out0,
         }
 #if defined(__OPTIMIZE__)
         if (n > 0) {
-            register int32_t x0 __asm__("r2");
-            register int32_t x1 __asm__("r3");
-            register int32_t x2 __asm__("r4");
-            register int32_t x3 __asm__("r5");
-            int32_t w, wl = n;
+            int32_t x0, x1, x2, x3, w, wl = n;
             __asm__ volatile(
-                "adds   lr, %[wl], #1\n\t"
-                "lsrs   lr, lr, #1\n\t"   /* (n + 1) / 2 iterations */
-                "bcc    2f\n"             /* n odd: enter at the second group */
-                "1:\n\t"
+                /* four groups an iteration, (n + 3) / 4 iterations; the
+                 * first enters (TBB) where n % 4 groups are left */
+                "adds   lr, %[wl], #3\n\t"
+                "lsrs   lr, lr, #2\n\t"
+                "and    %[wl], %[wl], #3\n\t"
+                "tbb    [pc, %[wl]]\n"
+                "0:\n\t"
+                ".byte  (4f - 0b) / 2, (1f - 0b) / 2, (2f - 0b) / 2, (3f - 0b) / 2\n"
+                "4:\n\t"
+                K2M_GROUP_ASM
+                "3:\n\t"
                 K2M_GROUP_ASM
                 "2:\n\t"
                 K2M_GROUP_ASM
+                "1:\n\t"
+                K2M_GROUP_ASM
                 "subs   lr, lr, #1\n\t"
-                "bne    1b\n\t"
+                "bne    4b\n\t"
                 K2M_GROUP_OPS
                 : : "cc", "memory", "lr");
         }
@@ -581,35 +588,53 @@ void conv_pairs_fast(const conv_ctx *x, const int16_t *col, void *out0,
         }
         wa = wb + r;
         {
-            /* Channel constants: shift = -e <= 0 (conv_fast_rq_ok), so
-             * ls = 1, rs = e + 1, ho = (1 + 2 out_off) << e. */
-            const int32_t ea = -sp[0], eb = -sp[1];
-            conv_rq ra, rb;
+            /* Channel constants (k2m_rqs_init without its checks, done by
+             * conv_fast_rq_ok): ls = max(shift, 0) + 1, rs = e + 1 with
+             * e = max(-shift, 0), ho = (1 + 2 out_off) << e. */
+            const int32_t sa = sp[0], sb = sp[1];
+            const int32_t ea = -sa & ~k2m_asr(-sa, 31), eb = -sb & ~k2m_asr(-sb, 31);
+            k2m_rqs ra, rb;
             ra.mult = mp[0];
-            ra.ls = 1;
+            ra.ls = (sa & ~k2m_asr(sa, 31)) + 1;
             ra.rs = ea + 1;
             ra.ho = (int32_t)(ho1 << ea);
             rb.mult = mp[1];
-            rb.ls = 1;
+            rb.ls = (sb & ~k2m_asr(sb, 31)) + 1;
             rb.rs = eb + 1;
             rb.ho = (int32_t)(ho1 << eb);
-            a0 = conv_clamp(conv_rq_apply(&ra, a0), lo, hi, out16, sat);
-            a1 = conv_clamp(conv_rq_apply(&ra, a1), lo, hi, out16, sat);
-            b0 = conv_clamp(conv_rq_apply(&rb, b0), lo, hi, out16, sat);
-            b1 = conv_clamp(conv_rq_apply(&rb, b1), lo, hi, out16, sat);
+            a0 = k2m_rqs_apply(&ra, a0);
+            a1 = k2m_rqs_apply(&ra, a1);
+            b0 = k2m_rqs_apply(&rb, b0);
+            b1 = k2m_rqs_apply(&rb, b1);
         }
+        if (!out16 && sat) {
+            /* the whole int8 range: SSAT alone */
+            o0[0] = (int8_t)__ssat(a0, 8);
+            o0[1] = (int8_t)__ssat(b0, 8);
+            o1[0] = (int8_t)__ssat(a1, 8);
+            o1[1] = (int8_t)__ssat(b1, 8);
+            o0 += 2;
+            o1 += 2;
+            sp += 2;
+            mp += 2;
+            continue;
+        }
+        /* (channel A, channel B) of pixel A in a0, of pixel B in a1 */
+        a0 = k2m_clamp2_s16(k2m_pack_lo(__ssat(a0, 16), __ssat(b0, 16)), lo2, hi2);
+        a1 = k2m_clamp2_s16(k2m_pack_lo(__ssat(a1, 16), __ssat(b1, 16)), lo2, hi2);
         if (out16) {
-            ((int16_t *)(void *)o0)[0] = (int16_t)a0;
-            ((int16_t *)(void *)o0)[1] = (int16_t)b0;
-            ((int16_t *)(void *)o1)[0] = (int16_t)a1;
-            ((int16_t *)(void *)o1)[1] = (int16_t)b1;
+            k2m_st32(o0, a0);
+            k2m_st32(o1, a1);
             o0 += 4;
             o1 += 4;
         } else {
-            o0[0] = (int8_t)a0;
-            o0[1] = (int8_t)b0;
-            o1[0] = (int8_t)a1;
-            o1[1] = (int8_t)b1;
+            /* bytes 0 and 2 of each word, as one halfword */
+            a0 = (int32_t)__uxtb16((uint32_t)a0);
+            a1 = (int32_t)__uxtb16((uint32_t)a1);
+            a0 |= a0 >> 8;
+            a1 |= a1 >> 8;
+            memcpy(o0, &a0, 2);
+            memcpy(o1, &a1, 2);
             o0 += 2;
             o1 += 2;
         }
@@ -618,45 +643,36 @@ void conv_pairs_fast(const conv_ctx *x, const int16_t *col, void *out0,
     } while (mp != m_end);
 }
 
-static __attribute__((noinline))
-void conv_pairs_s8_sat(const conv_ctx *x, const int16_t *col, void *o0, void *o1)
+/* sums[c] += the int8 outputs of `pixels` pixels (out_c channels each). */
+static void conv_pool_add(int32_t *sums, const int8_t *px, int32_t out_c, int32_t pixels)
 {
-    conv_pairs_fast(x, col, o0, o1, 0, 1);
+    int32_t c;
+    for (c = 0; c < out_c; ++c) {
+        sums[c] += px[c] + (pixels > 1 ? px[out_c + c] : 0);
+    }
 }
 
+/* The three public int8 kernels' loop (out_is_16bit, sums: see them). */
 static __attribute__((noinline))
-void conv_pairs_s8_clamp(const conv_ctx *x, const int16_t *col, void *o0, void *o1)
-{
-    conv_pairs_fast(x, col, o0, o1, 0, 0);
-}
-
-static __attribute__((noinline))
-void conv_pairs_s16_sat(const conv_ctx *x, const int16_t *col, void *o0, void *o1)
-{
-    conv_pairs_fast(x, col, o0, o1, 1, 1);
-}
-
-static __attribute__((noinline))
-void conv_pairs_s16_clamp(const conv_ctx *x, const int16_t *col, void *o0, void *o1)
-{
-    conv_pairs_fast(x, col, o0, o1, 1, 0);
-}
-
-/* always_inline: each public kernel gets its own copy with out_is_16bit a
- * constant, so the store's type test folds away. */
-static inline __attribute__((always_inline))
 void conv2d_s8_dsp(const k2m_window *g, const k2m_quant_s8 *q,
                    const int8_t *input, const int8_t *weights,
                    const int32_t *bias, void *output,
-                   int out_is_16bit, int16_t *col)
+                   int out_is_16bit, int16_t *col, int32_t *sums)
 {
     const int32_t out_c = g->out_c, out_w = g->out_w;
     const int32_t k = g->k_h * g->k_w * g->in_c;
     const int32_t n_px = g->out_h * out_w;
     const int32_t lo = q->act_min, hi = q->act_max;
     const int fast = conv_fast_rq_ok(q, bias, out_c, k);
-    const int sat = out_is_16bit ? (lo == -32768 && hi == 32767)
-                                 : (lo == -128 && hi == 127);
+    void (*const im2col)(const k2m_window *, const int8_t *, int32_t, int32_t, int32_t,
+                         int32_t, int16_t *) =
+        conv_gather_ok(g, q->input_offset) ? im2col_gather : im2col_s8;
+    /* pointwise, no stride or padding, whole groups: a pixel's column is
+     * its channels widened, no window to work out */
+    const int pointwise = g->k_h == 1 && g->k_w == 1 && g->stride_h == 1 && g->stride_w == 1
+        && g->pad_top == 0 && g->pad_left == 0 && (g->in_c & 3) == 0;
+    const int32_t off2 = (int32_t)(((uint32_t)q->input_offset & 0xFFFFu)
+                                   | ((uint32_t)q->input_offset << 16));
     conv_ctx ctx;
     int32_t p, oc, oy = 0, ox = 0;
 
@@ -667,30 +683,36 @@ void conv2d_s8_dsp(const k2m_window *g, const k2m_quant_s8 *q,
     ctx.k = k;
     ctx.out_c = out_c;
     ctx.out_off = q->output_offset;
-    ctx.lo = lo;
-    ctx.hi = hi;
+    ctx.lo2 = (int32_t)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)lo << 16));
+    ctx.hi2 = (int32_t)(((uint32_t)hi & 0xFFFFu) | ((uint32_t)hi << 16));
+    ctx.sat = lo == -128 && hi == 127;
+    ctx.out16 = out_is_16bit;
 
     for (p = 0; p < n_px; p += 2) {
-        const int32_t n0 = p * out_c, n1 = n0 + out_c;
-        im2col_s8(g, input, q->input_offset, oy, ox, 0, col);
+        /* pooled (sums): each pixel pair into `output`, then summed */
+        const int32_t n0 = sums != NULL ? 0 : p * out_c, n1 = n0 + out_c;
+        if (pointwise) {
+            col_words(col, input + p * g->in_c, k >> 2, off2);
+        } else {
+            im2col(g, input, q->input_offset, oy, ox, 0, col);
+        }
         if (++ox == out_w) {
             ox = 0;
             ++oy;
         }
         if (p + 1 < n_px) {
-            im2col_s8(g, input, q->input_offset, oy, ox, 1, col);
+            if (pointwise) {
+                col_words(col + 4, input + (p + 1) * g->in_c, k >> 2, off2);
+            } else {
+                im2col(g, input, q->input_offset, oy, ox, 1, col);
+            }
             if (++ox == out_w) {
                 ox = 0;
                 ++oy;
             }
             if (fast && out_c >= 2) {
-                int8_t *o0 = (int8_t *)output + (n0 << out_is_16bit);
-                int8_t *o1 = (int8_t *)output + (n1 << out_is_16bit);
-                if (out_is_16bit) {
-                    (sat ? conv_pairs_s16_sat : conv_pairs_s16_clamp)(&ctx, col, o0, o1);
-                } else {
-                    (sat ? conv_pairs_s8_sat : conv_pairs_s8_clamp)(&ctx, col, o0, o1);
-                }
+                conv_pairs_fast(&ctx, col, (int8_t *)output + (n0 << out_is_16bit),
+                                (int8_t *)output + (n1 << out_is_16bit));
                 oc = out_c & ~1;
             } else {
                 oc = 0;
@@ -729,6 +751,9 @@ void conv2d_s8_dsp(const k2m_window *g, const k2m_quant_s8 *q,
                     out_is_16bit);
             }
         }
+        if (sums != NULL) {
+            conv_pool_add(sums, (const int8_t *)output, out_c, p + 1 < n_px ? 2 : 1);
+        }
     }
 }
 #endif /* K2M_DSP */
@@ -738,10 +763,10 @@ void k2m_conv2d_s8(const k2m_window *g, const k2m_quant_s8 *q,
                    const int32_t *bias, int8_t *output, int16_t *scratch)
 {
 #if K2M_DSP
-    conv2d_s8_dsp(g, q, input, weights, bias, output, 0, scratch);
+    conv2d_s8_dsp(g, q, input, weights, bias, output, 0, scratch, NULL);
 #else
     (void)scratch;
-    conv2d_s8_core(g, q, input, weights, bias, output, 0);
+    conv2d_s8_core(g, q, input, weights, bias, output, 0, NULL);
 #endif
 }
 
@@ -751,11 +776,42 @@ void k2m_conv2d_s8_s16(const k2m_window *g, const k2m_quant_s8 *q,
                        int16_t *scratch)
 {
 #if K2M_DSP
-    conv2d_s8_dsp(g, q, input, weights, bias, output, 1, scratch);
+    conv2d_s8_dsp(g, q, input, weights, bias, output, 1, scratch, NULL);
 #else
     (void)scratch;
-    conv2d_s8_core(g, q, input, weights, bias, output, 1);
+    conv2d_s8_core(g, q, input, weights, bias, output, 1, NULL);
 #endif
+}
+
+void k2m_conv2d_pool_s8(const k2m_window *g, const k2m_quant_s8 *q,
+                        const int8_t *input, const int8_t *weights,
+                        const int32_t *bias, const k2m_global_pool_s8 *pool,
+                        int8_t *output, int16_t *scratch)
+{
+    const int32_t out_c = g->out_c, n = g->out_h * g->out_w;
+    /* after the im2col columns: the pixel pair's outputs, then the sums */
+    int8_t *pair = (int8_t *)scratch + 4 * g->k_h * g->k_w * g->in_c;
+    int32_t *sums = (int32_t *)(void *)(pair + ((2 * out_c + 3) & ~3));
+    int32_t c;
+
+    for (c = 0; c < out_c; ++c) {
+        sums[c] = 0;
+    }
+#if K2M_DSP
+    conv2d_s8_dsp(g, q, input, weights, bias, pair, 0, scratch, sums);
+#else
+    (void)pair;
+    conv2d_s8_core(g, q, input, weights, bias, NULL, 0, sums);
+#endif
+    for (c = 0; c < out_c; ++c) {
+        const k2m_quant_s8 *m = pool->mean;
+        const int32_t v = m != NULL
+            ? k2m_requantize(sums[c] + n * m->input_offset, m->multiplier[0], m->shift[0])
+                  + m->output_offset
+            : k2m_div_nearest(sums[c], n);
+        output[c] = (int8_t)(m != NULL ? k2m_clamp_s32(v, m->act_min, m->act_max)
+                                       : k2m_clamp_s32(v, pool->act_min, pool->act_max));
+    }
 }
 
 void k2m_conv2d_f32(const k2m_window *g, float act_min, float act_max,

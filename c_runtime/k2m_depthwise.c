@@ -74,23 +74,6 @@ static inline int32_t depthwise_requantize(int32_t acc, int32_t multiplier,
 }
 
 #if K2M_DSP
-/* k2m_rq_apply without its final k2m_sat30, for a channel whose multiplier
- * is not INT32_MIN and whose shift is <= 0 (no left shift, the usual
- * case; blocks with a left shift take k2m_rq_apply).  When
- * [act_min - out_off, act_max - out_off] lies inside sat30's range
- * [-2^30, 2^30 - 1] (any int8 layer), then
- *   clamp(sat30(v) + out_off, act_min, act_max)
- *     == clamp(v, act_min - out_off, act_max - out_off) + out_off,
- * so the interior path clamps once instead of saturating and clamping. */
-static inline int32_t depthwise_rq_nosat(const k2m_rq *r, int32_t acc)
-{
-    const int64_t y = (int64_t)acc * (int64_t)r->multiplier + ((int64_t)1 << 30);
-    const int32_t x = (int32_t)(uint32_t)((uint64_t)y >> 31);
-
-    return k2m_asr(x, r->right)
-        + ((x & r->mask) > r->half + (int32_t)((uint32_t)x >> 31) ? 1 : 0);
-}
-
 /* Channels [oc_from, out_c) of one output pixel: the generic loops, which
  * take any window (border pixels included) and any depth multiplier. */
 static void depthwise_pixel(const k2m_window *g, const k2m_quant_s8 *q,
@@ -134,206 +117,367 @@ static void depthwise_pixel(const k2m_window *g, const k2m_quant_s8 *q,
     }
 }
 
-/* DSP, depth multiplier 1: every output pixel's 4-channel blocks, block by
- * block, so each block's requantization constants (and for 3x3 its widened
- * weights and offset-folded bias) are set up once for all pixels.  The
- * interior pixels [oy_lo, oy_hi) x [ox_lo, ox_hi), whose whole window lies
- * inside the input, walk their taps with fixed pointer strides (no per-tap
- * range logic); border pixels take depthwise_mult1_block4's tap ranges.
- * Same int32 sums (mod 2^32) and requantization as the portable path, so
- * the outputs are bit-identical. */
-static void depthwise_interior(const k2m_window *g, const k2m_quant_s8 *q,
-                                   const int8_t *input, const int8_t *weights,
-                                   const int32_t *bias, int8_t *output,
-                                   int32_t oy_lo, int32_t oy_hi,
-                                   int32_t ox_lo, int32_t ox_hi, int32_t blocked)
+/* ---- 3x3, depth multiplier 1: the CHW row ring --------------------------
+ * No dilation, horizontal stride 1 or 2 (dw_ring_ok).  Channels
+ * go in groups of 4 (the last group 1-3).  The input rows the windows of
+ * the current output row need are widened to int16 with the input offset
+ * added and transposed into one row per channel ("CHW"), zero outside the
+ * input's columns, in a ring of 3 slots (input row iy in slot iy % 3), so
+ * borders need no tests: padding columns add (q + input_offset) = 0 as the
+ * portable loop's skipping does, and a kernel row in the top or bottom
+ * padding gets weights 0.  A channel's ring is word-interleaved: word w
+ * (elements 2w, 2w + 1) of slot k is word 3w + k, so the three words one
+ * window position needs are adjacent (one LDM).  With a kernel row's taps
+ * paired as P = (w0, w1) and Q = (w1, w2) (int16 halves), the outputs o
+ * (even) and o + 1 of stride 1 are, per kernel row, with u = word o/2 and
+ * v = word o/2 + 1 of its slot,
+ *   out[o] += u.lo w0 + u.hi w1 + v.lo w2        = SMLAD(u, P) + SMLABT(v, Q)
+ *   out[o+1] += u.hi w0 + v.lo w1 + v.hi w2      = SMLATB(u, P) + SMLAD(v, Q)
+ * and those of stride 2, with words o, o + 1, o + 2 = u, v, t,
+ *   out[o] += SMLAD(u, P) + SMLABT(v, Q),  out[o+1] += SMLAD(v, P) + SMLABT(t, Q):
+ * six multiply instructions an output for 9 MACs, every word aligned.  The
+ * sums (exact int32, as in the portable loop) go to a row of accumulators,
+ * then are requantized (k2m_rqs where its bounds hold) and stored.
+ *
+ * Each input row is read once per channel group, when an output row first
+ * needs it, and every output of a group is written after the rows its
+ * window needs were read: writing output pixel p over input pixel p - m
+ * (in place, the input starting m pixels after the output) only destroys
+ * input bytes of the same channels already in the ring. */
+
+static int dw_ring_ok(const k2m_window *g)
 {
-    const int32_t ch = g->in_c, k_h = g->k_h, k_w = g->k_w;
-    const int32_t tap_step = g->dil_w * ch;
-    const int32_t row_step = g->dil_h * g->in_w * ch - k_w * tap_step;
-    const int32_t row2 = row_step + tap_step;   /* last tap of a row to the next row */
-    const int32_t out_off = q->output_offset, lo = q->act_min, hi = q->act_max;
-    const int32_t off2 = (int32_t)(((uint32_t)q->input_offset & 0xFFFFu)
-                                   | ((uint32_t)q->input_offset << 16));
-    /* See depthwise_rq_nosat: clamp bounds relative to the output offset. */
-    const int64_t lo64 = (int64_t)lo - out_off, hi64 = (int64_t)hi - out_off;
-    const int range_ok = lo <= hi && lo64 >= -((int64_t)1 << 30)
-                         && hi64 <= ((int64_t)1 << 30) - 1;
-    const int32_t lo2 = range_ok ? (int32_t)lo64 : 0, hi2 = range_ok ? (int32_t)hi64 : 0;
-    /* The full int8 range with |out_off| <= 2^15 - 129, so that
-     * [lo2, hi2] lies inside int16: then clamp(v, lo2, hi2) + out_off ==
-     * SSAT8(SSAT16(v) + out_off), three instructions. */
-    const int full8 = range_ok && lo == -128 && hi == 127
-                      && out_off >= -32767 + 128 && out_off <= 32767 - 128;
-    int32_t oc, ox, j;
+    return g->out_c == g->in_c && g->k_h == 3 && g->k_w == 3 && g->dil_h == 1
+        && g->dil_w == 1 && (g->stride_w == 1 || g->stride_w == 2);
+}
 
-    for (oc = 0; oc < blocked; oc += 4) {
-        k2m_rq rq[4];
-        int fast = range_ok;
-        int32_t b[4], e[4] = {0, 0, 0, 0}, wx[18] = {0};
-        int32_t oy;
+/* Input row iy, channels c0 .. c0 + nc - 1, into slot iy % 3 of the
+ * channels' rings, `block` words each. */
+static __attribute__((noinline))
+void dw_load_row(const k2m_window *g, const int8_t *input, int32_t input_offset,
+                 int32_t iy, int32_t c0, int32_t nc, int32_t *ring, int32_t block)
+{
+    const int32_t ch = g->in_c, w = g->in_w, slot = iy % 3, pad = g->pad_left;
+    const int8_t *src = input + iy * w * ch + c0;
+    const int32_t off2 = (int32_t)(((uint32_t)input_offset & 0xFFFFu)
+                                   | ((uint32_t)input_offset << 16));
+    /* word e / 2 holds elements e, e + 1 (pixels e - pad and e - pad + 1) */
+    int32_t *d = ring + 3 * (pad >> 1) + slot;
+    int32_t x = 0, j;
 
-        for (j = 0; j < 4; ++j) {
-            k2m_rq_init(&rq[j], q->multiplier[oc + j], q->shift[oc + j]);
-            fast = fast && q->multiplier[oc + j] != INT32_MIN && rq[j].left == 0;
-            b[j] = bias ? bias[oc + j] : 0;
-        }
-        if (k_h == 3 && k_w == 3) {
-            /* sum (x + off) * w == sum x * w + off * sum w, exact mod 2^32
-             * like the SMLA chain itself. */
-            int32_t s02 = 0, s13 = 0, t;
-            for (t = 0; t < 9; ++t) {
-                /* per-lane sums of 9 int8 values: no 16-bit overflow */
-                const int32_t w32 = k2m_ld32(weights + t * ch + oc);
-                s02 = __sxtab16(s02, w32);
-                s13 = k2m_sxtab16_ror8(s13, w32);
-                /* the block's 9 taps widened once, for all its pixels */
-                wx[2 * t] = __sxtb16(w32);
-                wx[2 * t + 1] = k2m_sxtb16_ror8(w32);
+    if (nc < 4) {
+        for (; x < w; ++x, src += ch) {
+            int16_t *h = (int16_t *)(void *)(ring + 3 * ((pad + x) >> 1) + slot) + ((pad + x) & 1);
+            for (j = 0; j < nc; ++j) {
+                h[2 * j * block] = (int16_t)(src[j] + input_offset);
             }
-            e[0] = (int32_t)((uint32_t)b[0] + (uint32_t)(int16_t)(s02 & 0xFFFF) * (uint32_t)q->input_offset);
-            e[1] = (int32_t)((uint32_t)b[1] + (uint32_t)(int16_t)(s13 & 0xFFFF) * (uint32_t)q->input_offset);
-            e[2] = (int32_t)((uint32_t)b[2] + (uint32_t)k2m_asr(s02, 16) * (uint32_t)q->input_offset);
-            e[3] = (int32_t)((uint32_t)b[3] + (uint32_t)k2m_asr(s13, 16) * (uint32_t)q->input_offset);
+        }
+        return;
+    }
+#define K2M_DW_PUT(A02, A13, B02, B13)            \
+    do {                                          \
+        d[0] = k2m_pack_lo(A02, B02);             \
+        d[block] = k2m_pack_lo(A13, B13);         \
+        d[2 * block] = k2m_pack_hi(A02, B02);     \
+        d[3 * block] = k2m_pack_hi(A13, B13);     \
+        d += 3;                                   \
+    } while (0)
+    if (pad & 1) {
+        /* pixel 0 shares its word with a padding column (0) */
+        const int32_t v = k2m_ld32(src);
+        K2M_DW_PUT(0, 0, __sxtab16(off2, v), k2m_sxtab16_ror8(off2, v));
+        src += ch;
+        x = 1;
+    }
+    for (; x + 1 < w; x += 2, src += 2 * ch) {
+        const int32_t va = k2m_ld32(src), vb = k2m_ld32(src + ch);
+        K2M_DW_PUT(__sxtab16(off2, va), k2m_sxtab16_ror8(off2, va),
+                   __sxtab16(off2, vb), k2m_sxtab16_ror8(off2, vb));
+    }
+    if (x < w) {
+        /* the last pixel, before a padding (or spare) column */
+        const int32_t v = k2m_ld32(src);
+        K2M_DW_PUT(__sxtab16(off2, v), k2m_sxtab16_ror8(off2, v), 0, 0);
+    }
+#undef K2M_DW_PUT
+}
+
+/* One output row of one channel.  The asm blocks below read the first
+ * fields at fixed offsets. */
+typedef struct {
+    const int32_t *p;     /*  0: the channel's ring */
+    const int32_t *k;     /*  4: P, Q of the kernel row in each slot (0 in the padding) */
+    int32_t *acc;         /*  8: row of accumulators, even length */
+    int32_t pairs;        /* 12: (out_w + 1) / 2 */
+    int32_t bias, mult, ls, ho, rs, lo2, hi2;  /* 16..40: k2m_rqs, clamp in both lanes */
+    int8_t *out;          /* 44 */
+    int32_t step, n;      /* 48, 52: output stride (channels), out_w */
+    int32_t fast, out_off, lo, hi;
+    k2m_rq r;
+} dw_job;
+
+/* acc[] = the row's sums without bias (pairs of outputs). */
+static void dw_mac3(dw_job *j, int32_t stride)
+{
+#if defined(__OPTIMIZE__)
+    /* every register: the job pointer is r0 on entry, the six weights stay
+     * in r5-r10 for the row, the words of one position in r2-r4 (LDM) */
+    register dw_job *job __asm__("r0") = j;
+    if (stride == 1) {
+        __asm__ volatile(
+            "ldr    r1, [r0, #4]\n\t"
+            "ldm    r1, {r5, r6, r7, r8, r9, r10}\n\t"
+            "ldr    r1, [r0, #8]\n\t"
+            "ldr    r11, [r0, #12]\n\t"
+            "ldr    r0, [r0]\n"
+            "1:\n\t"
+            "ldmia  r0!, {r2, r3, r4}\n\t"
+            "smuad  r12, r2, r5\n\t"
+            "smultb lr, r2, r5\n\t"
+            "smlad  r12, r3, r7, r12\n\t"
+            "smlatb lr, r3, r7, lr\n\t"
+            "smlad  r12, r4, r9, r12\n\t"
+            "smlatb lr, r4, r9, lr\n\t"
+            "ldm    r0, {r2, r3, r4}\n\t"
+            "smlabt r12, r2, r6, r12\n\t"
+            "smlad  lr, r2, r6, lr\n\t"
+            "smlabt r12, r3, r8, r12\n\t"
+            "smlad  lr, r3, r8, lr\n\t"
+            "smlabt r12, r4, r10, r12\n\t"
+            "smlad  lr, r4, r10, lr\n\t"
+            "strd   r12, lr, [r1], #8\n\t"
+            "subs   r11, r11, #1\n\t"
+            "bne    1b\n\t"
+            : "+r"(job) :
+            : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12",
+              "lr", "cc", "memory");
+    } else {
+        __asm__ volatile(
+            "ldr    r1, [r0, #4]\n\t"
+            "ldm    r1, {r5, r6, r7, r8, r9, r10}\n\t"
+            "ldr    r1, [r0, #8]\n\t"
+            "ldr    r11, [r0, #12]\n\t"
+            "ldr    r0, [r0]\n"
+            "1:\n\t"
+            "ldmia  r0!, {r2, r3, r4}\n\t"
+            "smuad  r12, r2, r5\n\t"
+            "smlad  r12, r3, r7, r12\n\t"
+            "smlad  r12, r4, r9, r12\n\t"
+            "ldmia  r0!, {r2, r3, r4}\n\t"
+            "smlabt r12, r2, r6, r12\n\t"
+            "smuad  lr, r2, r5\n\t"
+            "smlabt r12, r3, r8, r12\n\t"
+            "smlad  lr, r3, r7, lr\n\t"
+            "smlabt r12, r4, r10, r12\n\t"
+            "smlad  lr, r4, r9, lr\n\t"
+            "ldm    r0, {r2, r3, r4}\n\t"
+            "smlabt lr, r2, r6, lr\n\t"
+            "smlabt lr, r3, r8, lr\n\t"
+            "smlabt lr, r4, r10, lr\n\t"
+            "strd   r12, lr, [r1], #8\n\t"
+            "subs   r11, r11, #1\n\t"
+            "bne    1b\n\t"
+            : "+r"(job) :
+            : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12",
+              "lr", "cc", "memory");
+    }
+#else
+    /* Unoptimised builds keep a frame pointer: the same sums in C. */
+    const int32_t *p = j->p, *k = j->k;
+    int32_t *acc = j->acc, pairs;
+    for (pairs = j->pairs; pairs > 0; --pairs, acc += 2) {
+        const int32_t *v = p + 3, *t = p + 6;
+        int32_t a = 0, b = 0, i;
+        for (i = 0; i < 3; ++i) {
+            a = __smlabt(v[i], k[2 * i + 1], __smlad(p[i], k[2 * i], a));
+            b = stride == 1 ? __smlad(v[i], k[2 * i + 1], __smlatb(p[i], k[2 * i], b))
+                            : __smlabt(t[i], k[2 * i + 1], __smlad(v[i], k[2 * i], b));
+        }
+        acc[0] = a;
+        acc[1] = b;
+        p += 3 * stride;
+    }
+#endif
+}
+
+/* out[i * step] = clamp(rq(acc[i] + bias)), i < n. */
+static void dw_requant(dw_job *j)
+{
+    const int32_t *acc = j->acc;
+    int8_t *out = j->out;
+    int32_t i;
+
+    if (!j->fast) {
+        for (i = 0; i < j->n; ++i, out += j->step) {
+            *out = (int8_t)k2m_clamp_s32(k2m_rq_apply(&j->r, acc[i] + j->bias) + j->out_off,
+                                         j->lo, j->hi);
+        }
+        return;
+    }
+#if defined(__OPTIMIZE__)
+    {
+        /* two outputs a step, clamped together as int16 lanes (SSUB16 /
+         * SEL against lo and hi in both lanes); the second is not stored
+         * past the row's end */
+        register dw_job *job __asm__("r0") = j;
+        __asm__ volatile(
+            "add    r1, r0, #16\n\t"
+            "ldm    r1, {r2, r3, r4, r5, r6, r7, r8}\n\t"
+            "ldr    r9, [r0, #44]\n\t"
+            "ldr    r10, [r0, #48]\n\t"
+            "ldr    r11, [r0, #52]\n\t"
+            "ldr    r1, [r0, #8]\n"
+            "1:\n\t"
+            "ldrd   r12, lr, [r1], #8\n\t"
+            "add    r12, r12, r2\n\t"
+            "add    lr, lr, r2\n\t"
+            "lsl    r12, r12, r4\n\t"
+            "lsl    lr, lr, r4\n\t"
+            "smmulr r12, r12, r3\n\t"
+            "smmulr lr, lr, r3\n\t"
+            "add    r0, r5, r12, lsl #1\n\t"
+            "add    r12, r0, r12, asr #31\n\t"
+            "add    r0, r5, lr, lsl #1\n\t"
+            "add    lr, r0, lr, asr #31\n\t"
+            "asr    r12, r12, r6\n\t"
+            "asr    lr, lr, r6\n\t"
+            "ssat   r12, #16, r12\n\t"
+            "ssat   lr, #16, lr\n\t"
+            "pkhbt  r12, r12, lr, lsl #16\n\t"
+            "ssub16 r0, r12, r7\n\t"
+            "sel    r12, r12, r7\n\t"
+            "ssub16 r0, r8, r12\n\t"
+            "sel    r12, r12, r8\n\t"
+            "strb   r12, [r9]\n\t"
+            "lsr    r12, r12, #16\n\t"
+            "subs   r11, r11, #2\n\t"
+            "it     ge\n\t"
+            "strbge r12, [r9, r10]\n\t"
+            "add    r9, r9, r10, lsl #1\n\t"
+            "bgt    1b\n\t"
+            : "+r"(job) :
+            : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12",
+              "lr", "cc", "memory");
+    }
+#else
+    {
+        k2m_rqs f;
+        f.mult = j->mult;
+        f.ls = j->ls;
+        f.ho = j->ho;
+        f.rs = j->rs;
+        for (i = 0; i < j->n; ++i, out += j->step) {
+            *out = (int8_t)k2m_clamp_s32(k2m_rqs_apply(&f, acc[i] + j->bias), j->lo, j->hi);
+        }
+    }
+#endif
+}
+
+static void depthwise_ring(const k2m_window *g, const k2m_quant_s8 *q,
+                           const int8_t *input, const int8_t *weights,
+                           const int32_t *bias, int8_t *output, int16_t *scratch)
+{
+    const int32_t ch = g->in_c, out_w = g->out_w, block = 3 * (K2M_DEPTHWISE_ROW(g) >> 1);
+    int32_t *ring = (int32_t *)(void *)scratch;
+    int32_t *acc = ring + 4 * block;
+    /* per channel and value of y0 % 3: P, Q of the kernel row in each slot */
+    int32_t *rot = acc + ((out_w + 1) & ~1);
+    int32_t *masked = rot + 72;  /* the same, for a row with taps in the padding */
+    const int32_t lo2 = (int32_t)(((uint32_t)q->act_min & 0xFFFFu) | ((uint32_t)q->act_min << 16));
+    const int32_t hi2 = (int32_t)(((uint32_t)q->act_max & 0xFFFFu) | ((uint32_t)q->act_max << 16));
+    int32_t c0, j, i;
+
+    for (i = 0; i < 4 * block; ++i) {
+        ring[i] = 0;  /* the padding columns stay 0 */
+    }
+    for (c0 = 0; c0 < ch; c0 += 4) {
+        const int32_t nc = ch - c0 < 4 ? ch - c0 : 4;
+        dw_job job[4];
+        int32_t next = 0, oy;  /* next input row to read into the ring */
+        for (j = 0; j < nc; ++j) {
+            const int32_t c = c0 + j;
+            dw_job *f = &job[j];
+            k2m_rqs rf;
+            int32_t *rj = rot + 18 * j;
+            f->p = ring + j * block;
+            f->acc = acc;
+            f->pairs = (out_w + 1) >> 1;
+            f->bias = bias ? bias[c] : 0;
+            f->fast = k2m_rqs_init(&rf, q->multiplier[c], q->shift[c], q->output_offset,
+                                   k2m_acc_bound(f->bias, 9, q->input_offset));
+            f->mult = rf.mult;
+            f->ls = rf.ls;
+            f->ho = rf.ho;
+            f->rs = rf.rs;
+            f->lo2 = lo2;
+            f->hi2 = hi2;
+            f->step = ch;
+            f->n = out_w;
+            k2m_rq_init(&f->r, q->multiplier[c], q->shift[c]);
+            f->out_off = q->output_offset;
+            f->lo = q->act_min;
+            f->hi = q->act_max;
+            for (i = 0; i < 3; ++i) {
+                /* kernel row i is in slot (r + i) % 3 when y0 % 3 == r */
+                const int8_t *w = weights + 3 * i * ch + c;
+                const uint32_t w0 = (uint16_t)w[0], w1 = (uint16_t)w[ch], w2 = (uint16_t)w[2 * ch];
+                const int32_t pw = (int32_t)(w0 | (w1 << 16)), qw = (int32_t)(w1 | (w2 << 16));
+                rj[2 * i] = pw;
+                rj[2 * i + 1] = qw;
+                rj[6 + 2 * (i == 2 ? 0 : i + 1)] = pw;
+                rj[6 + 2 * (i == 2 ? 0 : i + 1) + 1] = qw;
+                rj[12 + 2 * (i == 0 ? 2 : i - 1)] = pw;
+                rj[12 + 2 * (i == 0 ? 2 : i - 1) + 1] = qw;
+            }
         }
         for (oy = 0; oy < g->out_h; ++oy) {
-        const int32_t y0 = oy * g->stride_h - g->pad_top;
-        const int row_in = oy >= oy_lo && oy < oy_hi;
-        int8_t *op = output + oy * g->out_w * g->out_c + oc;
-        int32_t ky0, ky1;
-        k2m_tap_range(y0, g->in_h, k_h, g->dil_h, &ky0, &ky1);
-        for (ox = 0; ox < g->out_w; ++ox, op += g->out_c) {
-            int32_t a0 = b[0], a1 = b[1], a2 = b[2], a3 = b[3];
-            const int8_t *ip = input + (y0 * g->in_w + ox * g->stride_w - g->pad_left) * ch + oc;
-            const int8_t *wp = weights + oc;
-            int32_t ky, kx;
-
-            if (!row_in || ox < ox_lo || ox >= ox_hi) {
-                /* border pixel: the generic tap ranges */
-                int32_t acc[4], kx0, kx1;
-                const int32_t x0 = ox * g->stride_w - g->pad_left;
-                k2m_tap_range(x0, g->in_w, k_w, g->dil_w, &kx0, &kx1);
-                acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
-                depthwise_mult1_block4(g, q->input_offset, input, weights, y0, x0,
-                                       ky0, ky1, kx0, kx1, oc, acc);
-                a0 = acc[0]; a1 = acc[1]; a2 = acc[2]; a3 = acc[3];
-            } else {
-
-#define K2M_DW_TAP(IP, WP)                                                  \
-            do {                                                            \
-                const int32_t in32 = k2m_ld32(IP), w32 = k2m_ld32(WP);      \
-                const int32_t in02 = __sxtab16(off2, in32);                 \
-                const int32_t in13 = k2m_sxtab16_ror8(off2, in32);          \
-                const int32_t w02 = __sxtb16(w32), w13 = k2m_sxtb16_ror8(w32); \
-                a0 = __smlabb(in02, w02, a0);                               \
-                a2 = __smlatt(in02, w02, a2);                               \
-                a1 = __smlabb(in13, w13, a1);                               \
-                a3 = __smlatt(in13, w13, a3);                               \
-            } while (0)
-            if (k_h == 3 && k_w == 3) {
-                /* Input offset folded into e[] (all taps valid), weights
-                 * pre-widened in wx[], the 9 taps fully unrolled with a
-                 * walking input pointer: 9 instructions a tap. */
-                a0 = e[0]; a1 = e[1]; a2 = e[2]; a3 = e[3];
-#define K2M_DW_TAP0(IP, T)                                                  \
-                do {                                                        \
-                    const int32_t in32 = k2m_ld32(IP);                      \
-                    const int32_t in02 = __sxtb16(in32);                    \
-                    const int32_t in13 = k2m_sxtb16_ror8(in32);             \
-                    const int32_t w02 = wx[2 * (T)], w13 = wx[2 * (T) + 1]; \
-                    a0 = __smlabb(in02, w02, a0);                           \
-                    a2 = __smlatt(in02, w02, a2);                           \
-                    a1 = __smlabb(in13, w13, a1);                           \
-                    a3 = __smlatt(in13, w13, a3);                           \
-                } while (0)
-                K2M_DW_TAP0(ip, 0); ip += tap_step;
-                K2M_DW_TAP0(ip, 1); ip += tap_step;
-                K2M_DW_TAP0(ip, 2); ip += row2;
-                K2M_DW_TAP0(ip, 3); ip += tap_step;
-                K2M_DW_TAP0(ip, 4); ip += tap_step;
-                K2M_DW_TAP0(ip, 5); ip += row2;
-                K2M_DW_TAP0(ip, 6); ip += tap_step;
-                K2M_DW_TAP0(ip, 7); ip += tap_step;
-                K2M_DW_TAP0(ip, 8);
-#undef K2M_DW_TAP0
-            } else {
-                for (ky = 0; ky < k_h; ++ky, ip += row_step) {
-                    for (kx = 0; kx < k_w; ++kx, ip += tap_step, wp += ch) {
-                        K2M_DW_TAP(ip, wp);
-                    }
+            const int32_t y0 = oy * g->stride_h - g->pad_top;
+            const int32_t r = ((y0 % 3) + 3) % 3;
+            const int border = y0 < 0 || y0 + 3 > g->in_h;
+            int8_t *out_row = output + oy * out_w * ch + c0;
+            int32_t mask[6], ky;
+            for (ky = 0; ky < 3; ++ky) {
+                const int32_t iy = y0 + ky, slot = (r + ky) % 3;
+                mask[2 * slot] = mask[2 * slot + 1] = iy >= 0 && iy < g->in_h ? -1 : 0;
+                if (iy >= next && iy < g->in_h) {
+                    dw_load_row(g, input, q->input_offset, iy, c0, nc, ring, block);
+                    next = iy + 1;
                 }
             }
+            for (j = 0; j < nc; ++j) {
+                const int32_t *k = rot + 18 * j + 6 * r;
+                if (border) {
+                    for (i = 0; i < 6; ++i) {
+                        masked[i] = k[i] & mask[i];
+                    }
+                    k = masked;
+                }
+                job[j].k = k;
+                job[j].out = out_row + j;
+                dw_mac3(&job[j], g->stride_w);
+                dw_requant(&job[j]);
             }
-#undef K2M_DW_TAP
-            if (fast && full8) {
-                op[0] = (int8_t)__ssat(__ssat(depthwise_rq_nosat(&rq[0], a0), 16) + out_off, 8);
-                op[1] = (int8_t)__ssat(__ssat(depthwise_rq_nosat(&rq[1], a1), 16) + out_off, 8);
-                op[2] = (int8_t)__ssat(__ssat(depthwise_rq_nosat(&rq[2], a2), 16) + out_off, 8);
-                op[3] = (int8_t)__ssat(__ssat(depthwise_rq_nosat(&rq[3], a3), 16) + out_off, 8);
-            } else if (fast) {
-                op[0] = (int8_t)(k2m_clamp_s32(depthwise_rq_nosat(&rq[0], a0), lo2, hi2) + out_off);
-                op[1] = (int8_t)(k2m_clamp_s32(depthwise_rq_nosat(&rq[1], a1), lo2, hi2) + out_off);
-                op[2] = (int8_t)(k2m_clamp_s32(depthwise_rq_nosat(&rq[2], a2), lo2, hi2) + out_off);
-                op[3] = (int8_t)(k2m_clamp_s32(depthwise_rq_nosat(&rq[3], a3), lo2, hi2) + out_off);
-            } else {
-                op[0] = (int8_t)k2m_clamp_s32(k2m_rq_apply(&rq[0], a0) + out_off, lo, hi);
-                op[1] = (int8_t)k2m_clamp_s32(k2m_rq_apply(&rq[1], a1) + out_off, lo, hi);
-                op[2] = (int8_t)k2m_clamp_s32(k2m_rq_apply(&rq[2], a2) + out_off, lo, hi);
-                op[3] = (int8_t)k2m_clamp_s32(k2m_rq_apply(&rq[3], a3) + out_off, lo, hi);
-            }
-        }
         }
     }
 }
 
 void k2m_depthwise_conv2d_s8(const k2m_window *g, const k2m_quant_s8 *q,
                              const int8_t *input, const int8_t *weights,
-                             const int32_t *bias, int8_t *output)
+                             const int32_t *bias, int8_t *output, int16_t *scratch)
 {
-    const int32_t out_c = g->out_c;
     int32_t oy, ox, ky0, ky1;
-    int32_t ox_lo = 0, ox_hi = 0, oy_lo = 0, oy_hi = 0;   /* interior outputs */
-    const int32_t blocked = out_c == g->in_c ? out_c & ~3 : 0;
 
-    if (blocked > 0) {
-        int32_t k0, k1;
-        ox_lo = g->out_w;
-        for (ox = 0; ox < g->out_w; ++ox) {
-            k2m_tap_range(ox * g->stride_w - g->pad_left, g->in_w, g->k_w, g->dil_w,
-                          &k0, &k1);
-            if (k0 == 0 && k1 == g->k_w) {
-                ox_lo = ox < ox_lo ? ox : ox_lo;
-                ox_hi = ox + 1;
-            }
-        }
-        oy_lo = g->out_h;
-        for (oy = 0; oy < g->out_h; ++oy) {
-            k2m_tap_range(oy * g->stride_h - g->pad_top, g->in_h, g->k_h, g->dil_h,
-                          &k0, &k1);
-            if (k0 == 0 && k1 == g->k_h) {
-                oy_lo = oy < oy_lo ? oy : oy_lo;
-                oy_hi = oy + 1;
-            }
-        }
-        if (ox_hi <= ox_lo || oy_hi <= oy_lo) {
-            ox_lo = ox_hi = oy_lo = oy_hi = 0;
-        }
-        depthwise_interior(g, q, input, weights, bias, output, oy_lo, oy_hi,
-                           ox_lo, ox_hi, blocked);
-    }
-    if (blocked == out_c) {
+    if (dw_ring_ok(g) && scratch != NULL) {
+        depthwise_ring(g, q, input, weights, bias, output, scratch);
         return;
     }
-
     for (oy = 0; oy < g->out_h; ++oy) {
         const int32_t y0 = oy * g->stride_h - g->pad_top;
-        int8_t *out_row = output + oy * g->out_w * out_c;
+        int8_t *out_row = output + oy * g->out_w * g->out_c;
         k2m_tap_range(y0, g->in_h, g->k_h, g->dil_h, &ky0, &ky1);
         for (ox = 0; ox < g->out_w; ++ox) {
-            /* The 4-channel blocks are done already. */
-            const int32_t from = blocked;
-            depthwise_pixel(g, q, input, weights, bias, out_row + ox * out_c, y0,
-                            ky0, ky1, ox, from);
+            depthwise_pixel(g, q, input, weights, bias, out_row + ox * g->out_c, y0,
+                            ky0, ky1, ox, 0);
         }
     }
 }
@@ -342,11 +486,13 @@ void k2m_depthwise_conv2d_s8(const k2m_window *g, const k2m_quant_s8 *q,
 
 void k2m_depthwise_conv2d_s8(const k2m_window *g, const k2m_quant_s8 *q,
                              const int8_t *input, const int8_t *weights,
-                             const int32_t *bias, int8_t *output)
+                             const int32_t *bias, int8_t *output, int16_t *scratch)
 {
     const int32_t in_c = g->in_c, out_c = g->out_c, mult = out_c / in_c;
     const int32_t blocked = mult == 1 ? out_c & ~3 : 0;
     int32_t oy, ox, oc, ky, kx, ky0, ky1, kx0, kx1, j;
+
+    (void)scratch;
 
     for (oy = 0; oy < g->out_h; ++oy) {
         const int32_t y0 = oy * g->stride_h - g->pad_top;

@@ -9,12 +9,85 @@
 #include "k2m.h"
 #include "k2m_math.h"
 
+#if K2M_DSP
+#define K2M_ADD_CHUNK 32  /* int32 of stack, even */
+
+/* The Cortex-M4 paths: every requantization as k2m_rqs (five
+ * instructions, no 64-bit division) when its bound holds for the whole
+ * tensor, which the inputs' int8 range gives before the loop; otherwise
+ * the reference loop. */
+static int64_t bound_after(const k2m_rqs *r, int64_t acc_max)
+{
+    /* |rq(acc)| <= |acc| * m / 2^31 / 2^(rs - 1) + 1 */
+    return ((acc_max * (int64_t)(r->mult < 0 ? -(int64_t)r->mult : r->mult)) >> 31
+            >> (r->rs - 1)) + 1;
+}
+
+static int add_fast(const k2m_add_s8_params *p, k2m_rqs *r1, k2m_rqs *r2, k2m_rqs *ro)
+{
+    const int64_t x1 = 128 + (int64_t)(p->input1_offset < 0 ? -p->input1_offset : p->input1_offset);
+    const int64_t x2 = 128 + (int64_t)(p->input2_offset < 0 ? -p->input2_offset : p->input2_offset);
+    int64_t a, b;
+
+    if (p->left_shift < 0 || p->left_shift > 24) {
+        return 0;
+    }
+    a = x1 << p->left_shift;
+    b = x2 << p->left_shift;
+    return k2m_rqs_init(r1, p->input1_multiplier, p->input1_shift, 0, a)
+        && k2m_rqs_init(r2, p->input2_multiplier, p->input2_shift, 0, b)
+        && k2m_rqs_init(ro, p->output_multiplier, p->output_shift, p->output_offset,
+                        bound_after(r1, a) + bound_after(r2, b));
+}
+#endif
+
 void k2m_add_s8(const k2m_add_s8_params *p, const int8_t *input1,
                 const int8_t *input2, int8_t *output, int32_t size)
 {
-    int32_t i;
+    int32_t i = 0;
 
-    for (i = 0; i < size; ++i) {
+#if K2M_DSP
+    k2m_rqs r1, r2, ro;
+    if (add_fast(p, &r1, &r2, &ro)) {
+        /* Chunks of K2M_ADD_CHUNK in three passes (input 1's term, input 2's
+         * added, the sum requantized and stored), so that each pass keeps
+         * its constants in registers; in place (output == input1) stays
+         * correct because a chunk's inputs are read before it is stored. */
+        const int32_t o1 = p->input1_offset, o2 = p->input2_offset, ls = p->left_shift;
+        const int32_t lo = p->act_min, hi = p->act_max;
+        const int32_t lo2 = (int32_t)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)lo << 16));
+        const int32_t hi2 = (int32_t)(((uint32_t)hi & 0xFFFFu) | ((uint32_t)hi << 16));
+        int32_t sum[K2M_ADD_CHUNK];
+        for (; i < size; i += K2M_ADD_CHUNK) {
+            /* pairs of elements; an odd last one pairs with itself */
+            const int32_t n = size - i < K2M_ADD_CHUNK ? size - i : K2M_ADD_CHUNK;
+            const int8_t *x1 = input1 + i, *x2 = input2 + i;
+            int8_t *y = output + i;
+            int32_t j;
+            for (j = 0; j < n; j += 2) {
+                const int32_t k = j + 1 < n ? j + 1 : j;
+                sum[j] = k2m_rqs_apply(&r1, (int32_t)((uint32_t)(x1[j] + o1) << ls));
+                sum[j + 1] = k2m_rqs_apply(&r1, (int32_t)((uint32_t)(x1[k] + o1) << ls));
+            }
+            for (j = 0; j < n; j += 2) {
+                const int32_t k = j + 1 < n ? j + 1 : j;
+                sum[j] += k2m_rqs_apply(&r2, (int32_t)((uint32_t)(x2[j] + o2) << ls));
+                sum[j + 1] += k2m_rqs_apply(&r2, (int32_t)((uint32_t)(x2[k] + o2) << ls));
+            }
+            for (j = 0; j < n; j += 2) {
+                const int32_t v = k2m_clamp2_s16(k2m_pack_lo(
+                    __ssat(k2m_rqs_apply(&ro, sum[j]), 16),
+                    __ssat(k2m_rqs_apply(&ro, sum[j + 1]), 16)), lo2, hi2);
+                y[j] = (int8_t)v;
+                if (j + 1 < n) {
+                    y[j + 1] = (int8_t)(v >> 16);
+                }
+            }
+        }
+        return;
+    }
+#endif
+    for (; i < size; ++i) {
         const int32_t a = (input1[i] + p->input1_offset) * (1 << p->left_shift);
         const int32_t b = (input2[i] + p->input2_offset) * (1 << p->left_shift);
         const int32_t sum = k2m_requantize(a, p->input1_multiplier, p->input1_shift)
@@ -42,9 +115,23 @@ void k2m_add_f32(const float *input1, const float *input2, float *output,
 void k2m_mul_s8(const k2m_binary_s8_params *p, const int8_t *input1,
                 const int8_t *input2, int8_t *output, int32_t size)
 {
-    int32_t i;
+    int32_t i = 0;
 
-    for (i = 0; i < size; ++i) {
+#if K2M_DSP
+    k2m_rqs r;
+    const int64_t x1 = 128 + (int64_t)(p->input1_offset < 0 ? -p->input1_offset : p->input1_offset);
+    const int64_t x2 = 128 + (int64_t)(p->input2_offset < 0 ? -p->input2_offset : p->input2_offset);
+    if (k2m_rqs_init(&r, p->output_multiplier, p->output_shift, p->output_offset, x1 * x2)) {
+        const int32_t o1 = p->input1_offset, o2 = p->input2_offset;
+        const int32_t lo = p->act_min, hi = p->act_max;
+        for (; i < size; ++i) {
+            const int32_t v = k2m_rqs_apply(&r, (input1[i] + o1) * (input2[i] + o2));
+            output[i] = (int8_t)k2m_clamp_s32(v, lo, hi);
+        }
+        return;
+    }
+#endif
+    for (; i < size; ++i) {
         const int32_t prod = (input1[i] + p->input1_offset) * (input2[i] + p->input2_offset);
         const int32_t v = k2m_requantize(prod, p->output_multiplier, p->output_shift)
                         + p->output_offset;

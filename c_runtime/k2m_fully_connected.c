@@ -74,6 +74,19 @@ static void fully_connected_s8_core(const k2m_fc_dims *d,
     "sxtb16  %[t0], %[t0], ror #8\n\t"                \
     "smlad   %[" acc "], %[t0], %[x13], %[" acc "]\n\t"
 
+/* 4 inputs x 4 rows: the input word and row 1's weights loaded back to
+ * back (pipelined), the input widened with the offset added, then row by
+ * row. */
+#define K2M_FC_STEP                                                       \
+    "ldr     %[x13], [%[x]], #4\n\t"                                      \
+    "ldr     %[t0], [%[w0], %[n]]\n\t"                                    \
+    "sxtab16 %[x02], %[off], %[x13]\n\t"                                  \
+    "sxtab16 %[x13], %[off], %[x13], ror #8\n\t"                          \
+    K2M_FC_ROW("a1", "")                                                  \
+    K2M_FC_ROW("a0", "ldr     %[t0], [%[w0]], #4\n\t")                     \
+    K2M_FC_ROW("a3", "ldr     %[t0], [%[w2], %[n]]\n\t")                   \
+    K2M_FC_ROW("a2", "ldr     %[t0], [%[w2]], #4\n\t")
+
 static void fc_rows4_dsp(const int8_t *input, const int8_t *w, int32_t n,
                          int32_t input_offset, int32_t acc[4])
 {
@@ -87,21 +100,25 @@ static void fc_rows4_dsp(const int8_t *input, const int8_t *w, int32_t n,
     int32_t i;
 
 #if defined(__OPTIMIZE__)
-    while (x != x_end) {
-        int32_t x02, x13, t0, t1;
+    if (x != x_end) {
+        /* two steps of 4 inputs per iteration (an odd count enters at the
+         * second): the loop test costs once per 32 MACs */
+        int32_t x02, x13, t0, t1, steps = (int32_t)(x_end - x) >> 2;
         __asm__(
-            "ldr     %[x13], [%[x]], #4\n\t"
-            "sxtab16 %[x02], %[off], %[x13]\n\t"
-            "sxtab16 %[x13], %[off], %[x13], ror #8\n\t"
-            K2M_FC_ROW("a1", "ldr     %[t0], [%[w0], %[n]]\n\t")
-            K2M_FC_ROW("a0", "ldr     %[t0], [%[w0]], #4\n\t")
-            K2M_FC_ROW("a3", "ldr     %[t0], [%[w2], %[n]]\n\t")
-            K2M_FC_ROW("a2", "ldr     %[t0], [%[w2]], #4\n\t")
+            "adds    %[t1], %[s], #1\n\t"
+            "lsrs    %[s], %[t1], #1\n\t"
+            "bcc     2f\n"
+            "1:\n\t"
+            K2M_FC_STEP
+            "2:\n\t"
+            K2M_FC_STEP
+            "subs    %[s], %[s], #1\n\t"
+            "bne     1b\n\t"
             : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),
-              [x] "+r"(x), [w0] "+r"(w0), [w2] "+r"(w2),
+              [x] "+r"(x), [w0] "+r"(w0), [w2] "+r"(w2), [s] "+r"(steps),
               [x02] "=&r"(x02), [x13] "=&r"(x13), [t0] "=&r"(t0), [t1] "=&r"(t1)
             : [n] "r"(n), [off] "r"(off2)
-            : "memory");
+            : "cc", "memory");
     }
 #else
     /* Unoptimised builds keep variables in memory and cannot give the asm
@@ -133,6 +150,7 @@ static void fc_rows4_dsp(const int8_t *input, const int8_t *w, int32_t n,
     acc[3] = a3;
 }
 #undef K2M_FC_ROW
+#undef K2M_FC_STEP
 
 /* Dot product of row(s) wa (and wb if two) with input + offset; n4 is a
  * multiple of 4, the n - n4 leftovers are done scalar. */

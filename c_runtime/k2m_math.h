@@ -222,6 +222,37 @@ static inline int32_t k2m_sxtab16_ror8(int32_t a, int32_t x)
     __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
     return r;
 }
+
+/* (lo16(a), lo16(b)) and (hi16(a), hi16(b)) as int16 pairs (PKHBT /
+ * PKHTB): the lanes of two SXTB16 results regrouped by lane. */
+static inline int32_t k2m_pack_lo(int32_t a, int32_t b)
+{
+    int32_t r;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
+static inline int32_t k2m_pack_hi(int32_t a, int32_t b)
+{
+    int32_t r;
+    __asm__("pkhtb %0, %2, %1, asr #16" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
+/* Both int16 lanes of v clamped to [lo, hi], given as pairs lo2 = (lo, lo)
+ * and hi2 = (hi, hi): SSUB16 sets a lane's GE bits where it is >= the
+ * bound, SEL picks per lane. */
+static inline int32_t k2m_clamp2_s16(int32_t v, int32_t lo2, int32_t hi2)
+{
+    int32_t t;
+    __asm__("ssub16 %1, %0, %2\n\t"
+            "sel    %0, %0, %2\n\t"
+            "ssub16 %1, %3, %0\n\t"
+            "sel    %0, %0, %3"
+            : "+r"(v), "=&r"(t) : "r"(lo2), "r"(hi2) : "cc");
+    return v;
+}
+
 #endif /* K2M_DSP */
 
 /* Input row read and output row written at step s (go_backwards, and the
@@ -258,18 +289,25 @@ static inline int32_t k2m_rq_apply_sat(const k2m_rq *r, int32_t acc)
 }
 
 /* ---- requantization of small accumulators, with the output offset -----
- * k2m_requantize(acc, m, shift) + offset, bit for bit, in 5 instructions
- * (SMMULR and a rounding shift) where every accumulator of a call is
- * known to be small: k2m_conv.c's fast form, there with its derivation.
- * With left = max(shift, 0), right = max(-shift, 0), ls = left + 1,
- * rs = right + 1 and ho = 2^right + offset * 2^rs:
- *   x = SMMULR(acc << ls, m);  y = (ho + 2x + (x >> 31)) >> rs
- * SMMULR(2s, m) is SaturatingRoundingDoublingHighMul(s, m) while 2s fits,
- * and the floor of (2x + 2^right + [x < 0] * -1) / 2^rs is
- * RoundingDivideByPOT(x, right).  k2m_rqs_init says whether the form is
- * exact for every |acc| <= acc_max: |acc_max << ls| < 2^30 and |ho| <
- * 2^30 (so nothing overflows and k2m_sat30 never acts).  Off the DSP,
- * SMMULR is the same floor((a b + 2^31) / 2^32) in 64 bits. */
+ * k2m_requantize(acc, m, shift) + offset, bit for bit, in five
+ * instructions (SMMULR and a rounding shift) where every accumulator of a
+ * call is known to be small.  With left = max(shift, 0), e = max(-shift,
+ * 0), s = acc << left:
+ *   SaturatingRoundingDoublingHighMul(s, m) = floor((s m + 2^30) / 2^31)
+ *     = floor((2s m + 2^31) / 2^32) = SMMULR(2s, m)   when 2s fits in int32
+ *   (the saturating corner needs s == INT32_MIN, excluded by the bound);
+ *   RoundingDivideByPOT(x, e) = RoundingDivideByPOT(2x, e + 1)
+ *     = floor((2x + 2^e - [x < 0]) / 2^(e+1))   (ties away from zero),
+ * and the offset adds exactly inside the floor as offset * 2^(e+1).  So
+ * with ls = left + 1, rs = e + 1 and ho = 2^e + offset * 2^rs:
+ *   x = SMMULR(acc << ls, m);  y = (ho + 2x + (x >> 31)) >> rs.
+ * k2m_rqs_init says whether the form is exact for every |acc| <= acc_max:
+ * |acc_max << ls| < 2^30 and |ho| < 2^30 keep every step inside int32
+ * (|2x| <= 2^30) and |y| < 2^30, so k2m_requantize's k2m_sat30 never acts;
+ * a multiplier of 0 (a scale that underflowed: the output is the offset)
+ * is exact for any accumulator, SMMULR by 0 being 0 whatever acc << ls
+ * wrapped to, as the reference's product is.  Off the DSP, SMMULR is the
+ * same floor((a b + 2^31) / 2^32) in 64 bits. */
 static inline int32_t k2m_smmulr(int32_t a, int32_t b)
 {
 #if K2M_DSP
@@ -287,7 +325,7 @@ typedef struct {
 } k2m_rqs;
 
 static inline int k2m_rqs_init(k2m_rqs *r, int32_t multiplier, int32_t shift,
-                               int32_t offset, uint32_t acc_max)
+                               int32_t offset, int64_t acc_max)
 {
     const int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
     const int64_t ho = ((int64_t)1 << (right > 40 ? 40 : right))
@@ -297,7 +335,7 @@ static inline int k2m_rqs_init(k2m_rqs *r, int32_t multiplier, int32_t shift,
     r->rs = right + 1;
     r->ho = (int32_t)ho;
     return multiplier != INT32_MIN && right <= 29 && left <= 29
-        && ((int64_t)acc_max << (left + 1)) < ((int64_t)1 << 30)
+        && (multiplier == 0 || acc_max < ((int64_t)1 << (29 - left)))
         && ho < ((int64_t)1 << 30) && ho > -((int64_t)1 << 30);
 }
 
@@ -305,6 +343,14 @@ static inline int32_t k2m_rqs_apply(const k2m_rqs *r, int32_t acc)
 {
     const int32_t x = k2m_smmulr((int32_t)((uint32_t)acc << r->ls), r->mult);
     return k2m_asr((int32_t)((uint32_t)r->ho + ((uint32_t)x << 1)) + k2m_asr(x, 31), r->rs);
+}
+
+/* Largest |accumulator| of a dot product of k int8 inputs (offset added)
+ * with k int8 weights, plus |bias|. */
+static inline int64_t k2m_acc_bound(int32_t bias, int32_t k, int32_t input_offset)
+{
+    const int64_t x_max = 128 + (int64_t)(input_offset < 0 ? -input_offset : input_offset);
+    return (bias < 0 ? -(int64_t)bias : (int64_t)bias) + (int64_t)k * x_max * 128;
 }
 
 /* num / den rounded to nearest, ties away from zero; den != 0 and

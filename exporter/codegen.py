@@ -129,6 +129,8 @@ class Emitter:
 
     def tensor(self, name: str) -> str:
         ctype = TENSOR_CTYPES[self.g.tensors[name].dtype]
+        if name not in self.plan.offsets:  # a fused conv's map: trace builds only
+            return f"{self.p}_map"
         ref = f"{self.p.upper()}_TENSOR({ctype}, {self.plan.offsets[name]})"
         return f"{ref} + t * {self.frame[name]}" if name in self.frame else ref
 
@@ -228,6 +230,9 @@ class Emitter:
     def _depthwise_conv2d(self, node, tin, tout, s):
         s["window"] = self._window(node, tin, tout)
         self._weighted(node, tin, tout, s)
+        if self.int8:
+            offset = self.plan.offsets.get(scratch_name(node))
+            s["scratch"] = "0" if offset is None else f"{self.p.upper()}_TENSOR(int16_t, {offset})"
 
     def _dense(self, node, tin, tout, s):
         s["batches"] = tin.size // tin.shape[-1]
@@ -547,6 +552,12 @@ def prepare(graph, plan: Plan, prefix: str, model_name: str) -> dict:
     """Everything the templates need; nothing is written yet."""
     em = Emitter(graph, plan, prefix)
     steps = [em.step(n) for n in graph.nodes if n.op not in NO_CODE]
+    by_node = dict(zip((n.name for n in graph.nodes if n.op not in NO_CODE), steps))
+    map_bytes = 0
+    for c, p in plan.fused.items():  # conv + global pooling (planner.global_pool_fusions)
+        conv, pool = by_node[graph.nodes[c].name], by_node[graph.nodes[p].name]
+        conv["pool"], pool["fused_away"] = pool, True
+        map_bytes = max(map_bytes, graph.tensors[graph.nodes[c].outputs[0]].nbytes)
     int8 = graph.dtype == "int8"
 
     def boundary(names):
@@ -575,7 +586,7 @@ def prepare(graph, plan: Plan, prefix: str, model_name: str) -> dict:
         "inputs": inputs, "outputs": boundary(graph.outputs),
         "arena_bytes": plan.arena_bytes, "weight_bytes": sum(a["nbytes"] for a in em.arrays),
         "raw_type": "int8_t" if int8 else "float",
-        "steps": steps, "arrays": em.arrays, "runtime_dir": RUNTIME_DIR,
+        "steps": steps, "arrays": em.arrays, "runtime_dir": RUNTIME_DIR, "map_bytes": map_bytes,
         "runtime_files": sorted(runtime),
     }
 

@@ -170,7 +170,7 @@ def _export(model_or_path, destination, target, calibration_data, name, limits,
 
 def build_report(graph, infos, plan, arrays, prefix, model_name, dtype, target) -> Report:
     report = Report(model_name, prefix, dtype, target, None, infos=infos,
-                    arena_bytes=plan.arena_bytes)
+                    arena_bytes=plan.arena_bytes, planner=list(plan.notes))
     last_step = {n.layer: k for k, n in enumerate(graph.nodes)}
     for info in infos:
         wbytes = sum(a["nbytes"] for a in arrays if a["layer"] == info.name)

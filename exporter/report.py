@@ -35,6 +35,7 @@ class Report:
     state_bytes: int = 0       # stateful recurrent layers' state, outside the arena
     weight_bytes: int = 0
     peak_tensors: list = field(default_factory=list)
+    planner: list = field(default_factory=list)       # the arena planner's choices
     quantization: dict = field(default_factory=dict)  # tensor -> (scale, zero point)
     graph: object = field(default=None, repr=False)    # the IR, for layer_metrics
 
@@ -61,6 +62,7 @@ class Report:
                      + f"{self.dtype}")
         if self.peak_tensors:
             lines.append("arena peak while live: " + ", ".join(self.peak_tensors))
+        lines.extend("arena plan: " + note for note in self.planner)
         return "\n".join(lines)
 
     def explain(self) -> str:
@@ -71,7 +73,7 @@ class Report:
                 "target": self.target, "params": self.params, "macs": self.macs,
                 "arena_bytes": self.arena_bytes, "state_bytes": self.state_bytes,
                 "weight_bytes": self.weight_bytes,
-                "warnings": list(self.warnings),
+                "warnings": list(self.warnings), "planner": list(self.planner),
                 "layers": [r.__dict__ | {"output_shape": list(r.output_shape)} for r in self.layers]}
 
 

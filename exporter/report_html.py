@@ -120,6 +120,8 @@ def render(report: Report, verified=None) -> str:
     title = escape(f"{report.model_name}: {report.dtype} for {report.target}")
     peak_line = ("<p>arena peak while live: " + escape(", ".join(report.peak_tensors)) + "</p>"
                  if report.peak_tensors else "")
+    plan_items = "".join(f"<li>{escape(n)}</li>" for n in report.planner)
+    plan_line = f'<ul id="arena-plan">{plan_items}</ul>' if plan_items else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>{STYLE}</style></head>
@@ -129,6 +131,7 @@ def render(report: Report, verified=None) -> str:
 {report.weight_bytes} B weights (flash), {report.arena_bytes} B arena (RAM),
 prefix <code>{escape(report.prefix)}</code></p>
 {peak_line}
+{plan_line}
 <h2>Warnings</h2>
 {f"<ul>{warnings}</ul>" if warnings else "<p>none</p>"}
 <h2>Layers</h2>

@@ -143,12 +143,18 @@ static const void *run(int32_t id, const int32_t *p, int32_t np_,
         free(scratch);
         return output;
     }
-    case K_DEPTHWISE_S8:
+    case K_DEPTHWISE_S8: {
+        int16_t *scratch;
         need(np_ == 18 && na == 5, "depthwise: bad arity");
         window_from(p, &g);
         quant_from(p + 14, &a[3], &a[4], &q);
-        k2m_depthwise_conv2d_s8(&g, &q, a[0].ptr, a[1].ptr, a[2].ptr, output);
+        /* exactly the documented size (k2m.h), as the exporter plans it */
+        scratch = (int16_t *)malloc((size_t)K2M_DEPTHWISE_S8_SCRATCH_BYTES(&g));
+        need(scratch != NULL, "out of memory");
+        k2m_depthwise_conv2d_s8(&g, &q, a[0].ptr, a[1].ptr, a[2].ptr, output, scratch);
+        free(scratch);
         return output;
+    }
     case K_FC_S8:
     case K_FC_S8_S16:
         need(np_ == 7 && na == 5, "fc: bad arity");

@@ -90,6 +90,34 @@ def conv_s8_scratch_bytes(g):
     return 4 * g["k_h"] * g["k_w"] * g["in_c"]
 
 
+def depthwise_s8_scratch_bytes(g):
+    """K2M_DEPTHWISE_S8_SCRATCH_BYTES in k2m.h (the DSP path's ring of
+    transposed rows), 0 where the kernel does not use it."""
+    if not (g["k_h"] == g["k_w"] == 3 and g["in_c"] == g["out_c"] and g["dil_h"] == 1
+            and g["dil_w"] == 1 and g["stride_w"] in (1, 2)):
+        return 0
+    row = (max(g["pad_left"] + g["in_w"], g["stride_w"] * g["out_w"] + 6) + 1) & ~1
+    return 24 * row + 4 * ((g["out_w"] + 1) & ~1) + 312
+
+
+def conv_pool_s8_scratch_bytes(g):
+    """K2M_CONV_POOL_S8_SCRATCH_BYTES in k2m.h: the conv's columns, one pixel
+    pair's outputs (rounded to 4 bytes) and the int32 sums."""
+    return conv_s8_scratch_bytes(g) + ((2 * g["out_c"] + 3) & ~3) + 4 * g["out_c"]
+
+
+def conv2d_pool_s8(g, q, x, w, bias, mean_q=None, act=(-128, 127)):
+    """k2m_conv2d_pool_s8: conv2d_s8, then its whole map pooled: mean_s8 with
+    mean_q, or (mean_q None) avg_pool_s8 over the map clamped to act."""
+    y = conv2d_s8(g, q, x, w, bias).reshape(-1, g["out_c"])
+    if mean_q is not None:
+        return mean_s8(mean_q, y)
+    pg = dict(g, in_h=g["out_h"], in_w=g["out_w"], in_c=g["out_c"], out_h=1, out_w=1,
+              k_h=g["out_h"], k_w=g["out_w"], stride_h=1, stride_w=1, dil_h=1, dil_w=1,
+              pad_top=0, pad_left=0)
+    return avg_pool_s8(pg, act[0], act[1], y.reshape(g["out_h"], g["out_w"], -1)).ravel()
+
+
 def conv2d_s8(g, q, x, w, bias):
     """x (in_h, in_w, in_c) int8, w (out_c, k_h, k_w, in_c) int8."""
     xs = x.astype(np.int64) + q["input_offset"]
@@ -209,6 +237,13 @@ def add_s8(p, x1, x2, out_rq=None):
          + requantize(b, p["input2_multiplier"], p["input2_shift"]))
     assert s.min(initial=0) >= INT32_MIN and s.max(initial=0) <= INT32_MAX
     y = (out_rq or requantize)(s, p["output_multiplier"], p["output_shift"]) + p["output_offset"]
+    return np.clip(y, p["act_min"], p["act_max"]).astype(np.int8)
+
+
+def mul_s8(p, x1, x2):
+    """k2m_mul_s8 (TFLite's int8 Mul): the offset inputs' product requantized."""
+    prod = (x1.astype(np.int64) + p["input1_offset"]) * (x2.astype(np.int64) + p["input2_offset"])
+    y = requantize(prod, p["output_multiplier"], p["output_shift"]) + p["output_offset"]
     return np.clip(y, p["act_min"], p["act_max"]).astype(np.int8)
 
 

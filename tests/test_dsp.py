@@ -1,17 +1,36 @@
-"""The Cortex-M4 DSP (SMLAD) paths of the int8 conv / fully connected kernels
-(and the depthwise conv and the recurrent kernels) against the portable
+"""The Cortex-M4 DSP paths of the int8 kernels against the portable
 reference, bit for bit, on the emulated Cortex-M4.
 
-Random layer shapes (fixed seed: strides, dilations, explicit and 'same'
-padding, odd channel and feature counts, 1x1 maps, kernels larger than the
-stride, K not a multiple of 4, ...) are written as const arrays into one C
-program that runs every case and prints a per-case hash of the output.  It is
-built twice with ../shared/tools/m4run (QEMU mps2-an386, a Cortex-M4 with the
-DSP extension): as is (DSP path) and with -DK2M_PORTABLE (the portable
-loops, compiled for the M4); both must match the hashes of tests/kernel_ref.py,
-which is bit-exact to the portable C (tests/test_kernels.py).  The program
-also checks that nothing is written past the output or past the
-4 * k_h * k_w * in_c scratch bytes the exporter allocates.
+Random cases (fixed seed) are written as const arrays into one C program
+that runs every case and prints a per-case hash of the output.  It is built
+with ../shared/tools/m4run (QEMU mps2-an386, a Cortex-M4 with the DSP
+extension) three times: as is (DSP path, -O2), at -O0 (where the inline-asm
+loops give way to their C twins) and with -DK2M_PORTABLE (the portable
+loops, compiled for the M4); all three must match the hashes of
+tests/kernel_ref.py, which is bit-exact to the portable C
+(tests/test_kernels.py), and each other.  The program also checks that
+nothing is written past the output or past the scratch bytes k2m.h
+documents (the exporter allocates exactly those).
+
+Cases, by kernel path:
+- conv (int8 and int16 outputs): strides, dilations, explicit and 'same'
+  padding, odd channel counts, 1x1 maps, K not a multiple of 4, kernels
+  larger than the stride, and first layers (k_w * in_c not a multiple of 4:
+  the gathered im2col); channels with a left (positive) requantization
+  shift, dead channels (multiplier 0) and biases beyond the fast form's
+  bound (the general requantization);
+- fully connected: odd feature counts, odd and even numbers of 4-input steps;
+- depthwise: the generic loops (any kernel, depth multiplier 2) and the
+  3x3 row ring (horizontal stride 1 and 2, any vertical stride, widths and
+  paddings of both parities, 1-17 channels: 4-channel groups and the tail);
+- pools: max and average (the SIMD path and, beyond 256 taps, the scalar
+  one), padding, dilation; mean;
+- conv fused with its global pooling (k2m_conv2d_pool_s8, average and mean);
+- add (TFLite's parameters, as exporter/quantize.py derives them; Subtract's
+  negated multiplier), mul;
+- in place: conv, depthwise and pool cases whose input starts D bytes after
+  the output in one buffer, D as the exporter's planner computes it
+  (exporter.planner.overlap) - the kernels' part of the in-place contract.
 
 The int8 SimpleRNN / LSTM / GRU kernels get a program of their own (random
 shapes with odd and small features and units, every flag combination, GRU
@@ -40,6 +59,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kernel_ref as ref  # noqa: E402
 import rnn_ref  # noqa: E402
+from test_kernels import add_params  # noqa: E402
+
+from exporter import planner  # noqa: E402
+from exporter.ir import Graph, Node, Tensor  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ROOT / "c_runtime"
@@ -47,9 +70,13 @@ M4RUN = ROOT.parent / "shared" / "tools" / "m4run"
 APT = "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
 SEED = 20240611
 N_CONV_S8, N_CONV_S16, N_FC, N_DW = 100, 60, 70, 90
+N_FIRST, N_RING, N_POOL, N_CONV_POOL, N_ADD, N_MUL = 30, 70, 60, 24, 24, 12
 INT32_MIN = -(2**31)
 GUARD = 16  # guard elements after every output and scratch buffer
-KERNEL_SOURCES = ("k2m_conv.c", "k2m_fully_connected.c", "k2m_depthwise.c")
+KERNEL_SOURCES = ("k2m_conv.c", "k2m_fully_connected.c", "k2m_depthwise.c", "k2m_pool.c",
+                  "k2m_elementwise.c")
+WINDOW_FIELDS = ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "k_w",
+                 "stride_h", "stride_w", "dil_h", "dil_w", "pad_top", "pad_left")
 
 
 
@@ -112,9 +139,11 @@ def _axis(rng, theme):
         n = int(rng.integers(1, 13))
         k = int(rng.choice([1, 1, 2, 3, 3, 4, 5]))
         s = int(rng.choice([1, 1, 1, 2, 3]))
-        d = int(rng.choice([1, 1, 1, 2, 3])) if theme != "big_kernel" else 1
+        d = int(rng.choice([1, 1, 1, 2, 3])) if theme not in ("big_kernel", "ring") else 1
         if theme == "big_kernel":
             k, s = int(rng.integers(4, 11)), int(rng.integers(1, 3))
+        if theme == "ring":
+            n, k = int(rng.integers(1, 18)), 3
     keff = (k - 1) * d + 1
     mode = rng.integers(3)
     if mode == 0:  # 'same' as TensorFlow resolves it
@@ -130,6 +159,12 @@ def _axis(rng, theme):
     return n, k, s, d, before, out
 
 
+def _window(h, w, in_c, out_c):
+    return dict(in_h=h[0], in_w=w[0], in_c=in_c, out_h=h[5], out_w=w[5], out_c=out_c,
+                k_h=h[1], k_w=w[1], stride_h=h[2], stride_w=w[2], dil_h=h[3], dil_w=w[3],
+                pad_top=h[4], pad_left=w[4])
+
+
 def random_window(rng, i):
     theme = ["plain", "one_by_one_map", "big_kernel", "plain", "pointwise"][i % 5]
     h = _axis(rng, theme)
@@ -139,10 +174,22 @@ def random_window(rng, i):
         w = (w[0], 1, 1, 1, 0, w[0])
     in_c = int(rng.choice([1, 2, 3, 4, 5, 7, 8, 12, 16, 17]))
     out_c = int(rng.choice([1, 2, 3, 4, 5, 7, 8, 9, 16]))
-    g = dict(in_h=h[0], in_w=w[0], in_c=in_c, out_h=h[5], out_w=w[5], out_c=out_c,
-             k_h=h[1], k_w=w[1], stride_h=h[2], stride_w=w[2], dil_h=h[3], dil_w=w[3],
-             pad_top=h[4], pad_left=w[4])
-    return theme, g
+    return theme, _window(h, w, in_c, out_c)
+
+
+def first_layer_window(rng):
+    """k_w * in_c not a multiple of 4 and K <= 64: the gathered im2col."""
+    while True:
+        h, w = _axis(rng, "plain"), _axis(rng, "plain")
+        in_c = int(rng.choice([1, 2, 3, 3]))
+        k = int(rng.choice([3, 3, 5]))
+        h = (h[0] + 2, k, h[2], 1, min(h[4], k - 1), 0)
+        w = (w[0] + 2, k, w[2], 1, min(w[4], k - 1), 0)
+        g = _window(h, w, in_c, int(rng.choice([1, 2, 3, 8, 16])))
+        g["out_h"] = (g["in_h"] + 2 * g["pad_top"] - k) // g["stride_h"] + 1
+        g["out_w"] = (g["in_w"] + 2 * g["pad_left"] - k) // g["stride_w"] + 1
+        if (k * in_c) % 4 and k * k * in_c <= 64 and g["out_h"] > 0 and g["out_w"] > 0:
+            return "first_layer", g
 
 
 def random_quant(rng, n_out, k, s16):
@@ -171,6 +218,27 @@ def random_quant(rng, n_out, k, s16):
                 shift=shift.astype(np.int32))
 
 
+def quant_extras(rng, q, bias):
+    """What trained layers have and the fast requantization must cover: a
+    channel with a left shift (real multiplier > 1), a dead channel
+    (multiplier 0: its scale underflowed) - and, rarely, a bias beyond the
+    fast form's bound, which sends the layer (or the channel) to the general
+    form.  Returns a label."""
+    n = len(q["shift"])
+    c = int(rng.integers(n))
+    kind = int(rng.integers(6))
+    if kind == 0:
+        q["shift"][c] = int(rng.integers(1, 4))
+        return "left_shift"
+    if kind == 1:
+        q["multiplier"][c], q["shift"][c] = 0, 0
+        return "dead_channel"
+    if kind == 2 and bias is not None:
+        bias[c] = int(rng.choice([2**30 - 7, -(2**30) + 5]))
+        return "huge_bias"
+    return ""
+
+
 def depthwise_window(rng, i):
     """mult 1 with in_c 4, 8, 12 (the 4-channel blocks only) and 5, 7 (blocks
     plus the scalar tail), or mult 2 (scalar loop); 1x1 maps, strides,
@@ -182,28 +250,89 @@ def depthwise_window(rng, i):
         in_c, mult = int(rng.choice([1, 2, 3, 4, 5])), 2
     else:
         in_c, mult = [4, 8, 12, 5, 7][i % 5 if i % 6 != 4 else int(rng.integers(5))], 1
-    g = dict(in_h=h[0], in_w=w[0], in_c=in_c, out_h=h[5], out_w=w[5], out_c=in_c * mult,
-             k_h=h[1], k_w=w[1], stride_h=h[2], stride_w=w[2], dil_h=h[3], dil_w=w[3],
-             pad_top=h[4], pad_left=w[4])
-    return f"dw_mult{mult}_{theme}", g
+    return f"dw_mult{mult}_{theme}", _window(h, w, in_c, in_c * mult)
+
+
+def ring_window(rng):
+    """3x3, depth multiplier 1, no dilation, horizontal stride 1 or 2."""
+    h, w = _axis(rng, "ring"), _axis(rng, "ring")
+    w = (w[0], w[1], int(rng.choice([1, 2])), 1, w[4], 0)
+    keff_pad = w[4] + w[0] + (max((-(-w[0] // w[2]) - 1) * w[2] + 3 - w[0], 0) - w[4])
+    w = (w[0], 3, w[2], 1, w[4], max((keff_pad - 3) // w[2] + 1, 1))
+    c = int(rng.choice([1, 2, 3, 4, 5, 7, 8, 12, 13, 16, 17]))
+    return "dw_ring", _window(h, w, c, c)
+
+
+def pool_case(rng, i):
+    kind = ["max", "avg", "max", "avg", "mean", "global_avg"][i % 6]
+    c = int(rng.choice([1, 2, 3, 4, 5, 7, 8, 12, 16, 17]))
+    lo, hi = [(-128, 127), (-128 + int(rng.integers(0, 100)), 127),
+              tuple(sorted(int(v) for v in rng.integers(-128, 128, 2)))][int(rng.integers(3))]
+    if kind in ("mean", "global_avg"):
+        hh, ww = int(rng.integers(1, 19)), int(rng.integers(1, 19))
+        x = rng.integers(-128, 128, (hh, ww, c)).astype(np.int8)
+        if kind == "mean":
+            q = dict(input_offset=int(rng.integers(-127, 129)), output_offset=int(rng.integers(-128, 128)),
+                     act_min=lo, act_max=hi, multiplier=np.array([int(rng.integers(2**30, 2**31))], np.int32),
+                     shift=np.array([-int(np.log2(hh * ww)) - int(rng.integers(0, 3))], np.int32))
+            return dict(kind="mean", theme="mean", x=x, q=q, y=ref.mean_s8(q, x.reshape(-1, c)))
+        g = _window((hh, hh, 1, 1, 0, 1), (ww, ww, 1, 1, 0, 1), c, c)  # > 256 taps: scalar
+        return dict(kind="avg_pool", theme="global", g=g, x=x, act=(lo, hi),
+                    y=ref.avg_pool_s8(g, lo, hi, x))
+    theme = ["plain", "one_by_one_map", "plain"][i % 3]
+    h, w = _axis(rng, theme), _axis(rng, theme)
+    g = _window(h, w, c, c)
+    x = rng.integers(-128, 128, (g["in_h"], g["in_w"], c)).astype(np.int8)
+    fn = ref.max_pool_s8 if kind == "max" else ref.avg_pool_s8
+    return dict(kind=f"{kind}_pool", theme=theme, g=g, x=x, act=(lo, hi), y=fn(g, lo, hi, x))
+
+
+def planner_overlap(op, g, out_dtype="int8"):
+    """D of exporter.planner.overlap for this window: the bytes the input may
+    start after the output in one buffer (the planner's in-place choice)."""
+    graph = Graph("case")
+    graph.tensors["x"] = Tensor("x", (g["in_h"], g["in_w"], g["in_c"]), "int8")
+    graph.tensors["y"] = Tensor("y", (g["out_h"], g["out_w"], g["out_c"]), out_dtype)
+    node = Node("n", op, ["x"], ["y"], attrs=dict(
+        kernel=(g["k_h"], g["k_w"]), strides=(g["stride_h"], g["stride_w"]),
+        dilation=(g["dil_h"], g["dil_w"]), pad=(g["pad_top"], g["pad_left"]),
+        in_hw=(g["in_h"], g["in_w"]), out_hw=(g["out_h"], g["out_w"])))
+    return planner.overlap(graph, node)
+
+
+def _conv_case(rng, theme, g, s16):
+    k = g["k_h"] * g["k_w"] * g["in_c"]
+    q = random_quant(rng, g["out_c"], k, s16)
+    x = rng.integers(-128, 128, (g["in_h"], g["in_w"], g["in_c"])).astype(np.int8)
+    w = rng.integers(-127, 128, (g["out_c"], g["k_h"], g["k_w"], g["in_c"])).astype(np.int8)
+    bias = None if rng.integers(6) == 0 else rng.integers(-2**16, 2**16, g["out_c"]).astype(np.int32)
+    extra = quant_extras(rng, q, bias) if not s16 else ""
+    y = (ref.conv2d_s8_s16 if s16 else ref.conv2d_s8)(g, q, x, w, bias)
+    return dict(kind="conv", s16=s16, theme=" ".join(t for t in (theme, extra) if t), g=g, q=q,
+                x=x, w=w, bias=bias, y=y)
+
+
+def _dw_case(rng, theme, g):
+    q = random_quant(rng, g["out_c"], g["k_h"] * g["k_w"], False)
+    x = rng.integers(-128, 128, (g["in_h"], g["in_w"], g["in_c"])).astype(np.int8)
+    w = rng.integers(-127, 128, (g["k_h"], g["k_w"], g["out_c"])).astype(np.int8)
+    bias = None if rng.integers(6) == 0 else rng.integers(-2**16, 2**16, g["out_c"]).astype(np.int32)
+    extra = quant_extras(rng, q, bias)
+    y = ref.depthwise_conv2d_s8(g, q, x, w, bias)
+    return dict(kind="dw", s16=False, theme=" ".join(t for t in (theme, extra) if t), g=g, q=q,
+                x=x, w=w, bias=bias, y=y)
 
 
 def make_cases():
     rng = np.random.default_rng(SEED)
     cases = []
     for i in range(N_CONV_S8 + N_CONV_S16):
-        s16 = i >= N_CONV_S8
-        theme, g = random_window(rng, i)
-        k = g["k_h"] * g["k_w"] * g["in_c"]
-        q = random_quant(rng, g["out_c"], k, s16)
-        x = rng.integers(-128, 128, (g["in_h"], g["in_w"], g["in_c"])).astype(np.int8)
-        w = rng.integers(-127, 128, (g["out_c"], g["k_h"], g["k_w"], g["in_c"])).astype(np.int8)
-        bias = None if rng.integers(6) == 0 else rng.integers(-2**16, 2**16, g["out_c"]).astype(np.int32)
-        y = (ref.conv2d_s8_s16 if s16 else ref.conv2d_s8)(g, q, x, w, bias)
-        cases.append(dict(kind="conv", s16=s16, theme=theme, g=g, q=q, x=x, w=w, bias=bias, y=y))
+        cases.append(_conv_case(rng, *random_window(rng, i), i >= N_CONV_S8))
+    for i in range(N_FIRST):
+        cases.append(_conv_case(rng, *first_layer_window(rng), False))
     for i in range(N_FC):
         b = int(rng.integers(1, 4))
-        n_in = int(rng.choice([1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 31, 64, 100, 127, 256, 301]))
+        n_in = int(rng.choice([1, 2, 3, 4, 5, 7, 8, 9, 12, 15, 16, 31, 64, 100, 127, 256, 301]))
         n_out = int(rng.integers(1, 18))
         q = random_quant(rng, n_out, n_in, False)
         x = rng.integers(-128, 128, (b, n_in)).astype(np.int8)
@@ -213,14 +342,57 @@ def make_cases():
         cases.append(dict(kind="fc", s16=False, theme="fc", dims=(b, n_in, n_out), q=q, x=x,
                           w=w, bias=bias, y=y))
     for i in range(N_DW):
-        theme, g = depthwise_window(rng, i)
-        q = random_quant(rng, g["out_c"], g["k_h"] * g["k_w"], False)
-        x = rng.integers(-128, 128, (g["in_h"], g["in_w"], g["in_c"])).astype(np.int8)
-        w = rng.integers(-127, 128, (g["k_h"], g["k_w"], g["out_c"])).astype(np.int8)
-        bias = None if rng.integers(6) == 0 else rng.integers(-2**16, 2**16, g["out_c"]).astype(np.int32)
-        y = ref.depthwise_conv2d_s8(g, q, x, w, bias)
-        cases.append(dict(kind="dw", s16=False, theme=theme, g=g, q=q, x=x, w=w, bias=bias, y=y))
+        cases.append(_dw_case(rng, *depthwise_window(rng, i)))
+    for i in range(N_RING):
+        cases.append(_dw_case(rng, *ring_window(rng)))
+    for i in range(N_POOL):
+        cases.append(dict(pool_case(rng, i), s16=False))
+    for i in range(N_CONV_POOL):
+        c = _conv_case(rng, *random_window(rng, i), False)
+        g = c["g"]
+        n = g["out_h"] * g["out_w"]
+        mean_q = None
+        if i % 2:
+            mean_q = dict(input_offset=int(rng.integers(-127, 129)),
+                          output_offset=int(rng.integers(-128, 128)), act_min=-128, act_max=127,
+                          multiplier=np.array([int(rng.integers(2**30, 2**31))], np.int32),
+                          shift=np.array([-int(np.log2(n)) - 1], np.int32))
+        act = (-128, 127) if i % 4 < 2 else (int(rng.integers(-128, 0)), 127)
+        y = ref.conv2d_pool_s8(g, c["q"], c["x"], c["w"], c["bias"], mean_q, act)
+        cases.append(dict(c, kind="conv_pool", theme=c["theme"] + (" mean" if mean_q else " avg"),
+                          mean_q=mean_q, act=act, y=y))
+    for i in range(N_ADD + N_MUL):
+        n = int(rng.integers(1, 200))
+        x1 = rng.integers(-128, 128, n).astype(np.int8)
+        x2 = rng.integers(-128, 128, n).astype(np.int8)
+        p = add_params(rng, i)
+        if i >= N_ADD:
+            kind = "mul"
+            m, sh = ref_quantize_multiplier(float(10 ** rng.uniform(-4, -1)))
+            p.update(input1_multiplier=0, input1_shift=0, input2_multiplier=0, input2_shift=0,
+                     left_shift=0, output_multiplier=m, output_shift=sh)
+            y = ref.mul_s8(p, x1, x2)
+        else:
+            kind = "add"
+            if i % 5 == 4:
+                p["input2_multiplier"] = -p["input2_multiplier"]  # Subtract
+            y = ref.add_s8(p, x1, x2)
+        cases.append(dict(kind=kind, s16=False, theme="in place" if i % 4 == 1 else "", p=p,
+                          x=x1, x2=x2, y=y, inplace=0 if i % 4 == 1 else None))
+    # in place: every third sliding-window case, at the planner's offset
+    for i, c in enumerate(cases):
+        if c["kind"] in ("conv", "dw", "max_pool", "avg_pool") and i % 3 == 0 and "g" in c:
+            op = {"conv": "conv2d", "dw": "depthwise_conv2d"}.get(c["kind"], c["kind"])
+            d = planner_overlap(op, c["g"], "int16" if c["s16"] else "int8")
+            if d is not None:
+                c["inplace"] = d
+                c["theme"] += " in place"
     return cases
+
+
+def ref_quantize_multiplier(m):
+    from exporter.quantize import quantize_multiplier
+    return quantize_multiplier(m)
 
 
 def out_hash(y):
@@ -238,61 +410,100 @@ def _arr(name, ctype, a):
     return f"static const {ctype} {name}[] = {{{vals}}};\n"
 
 
+def _quant(name, q):
+    return (f"const k2m_quant_s8 {name} = {{{q['input_offset']}, {q['output_offset']}, "
+            f"{q['act_min']}, {q['act_max']}, m_{name}, s_{name}}};")
+
+
+def scratch_bytes(c):
+    g = c.get("g")
+    return {"conv": lambda: ref.conv_s8_scratch_bytes(g),
+            "conv_pool": lambda: ref.conv_pool_s8_scratch_bytes(g),
+            "dw": lambda: ref.depthwise_s8_scratch_bytes(g)}.get(c["kind"], lambda: 0)()
+
+
+def case_bytes(c):
+    """Bytes of the output buffer the case needs: the output, or in place
+    the span of input and output."""
+    out = int(np.asarray(c["y"]).size) * (2 if c["s16"] else 1)
+    if c.get("inplace") is None:
+        return out
+    return max(out, c["inplace"] + c["x"].size)
+
+
 def c_program(cases):
-    max_out = max(int(np.asarray(c["y"]).size) for c in cases)
-    max_scr = max(2 * c["g"]["k_h"] * c["g"]["k_w"] * c["g"]["in_c"]
-                  for c in cases if c["kind"] == "conv")
+    max_out = max(case_bytes(c) for c in cases)
+    max_scr = max(scratch_bytes(c) for c in cases)
     # The driver (hundreds of call blocks in one main) needs no optimisation
     # and takes gcc ~15 s at -O2; the kernels are other translation units
     # and keep m4run's -O2.
     src = ['#pragma GCC optimize("O1")\n',
-           '#include <stdio.h>\n#include <stdint.h>\n#include "k2m.h"\n\n',
+           '#include <stdio.h>\n#include <stdint.h>\n#include <string.h>\n#include "k2m.h"\n\n',
            f"#define GUARD {GUARD}\n",
-           f"static int16_t out_buf[{max_out} + GUARD];\n",
-           # int32 storage: the scratch is 4-byte aligned, as the arena's is
-           f"static int32_t scratch_buf[({max_scr} + GUARD + 1) / 2];\n",
+           # int32 storage: 4-byte aligned, as the arena's tensors are
+           f"static int32_t out_buf[({max_out} + 2 * GUARD + 3) / 4];\n",
+           f"static int32_t scratch_buf[({max_scr} + 2 * GUARD + 3) / 4];\n",
            FNV_C, GUARD_C]
     body = []
     for i, c in enumerate(cases):
-        q = c["q"]
         src.append(_arr(f"x{i}", "int8_t", c["x"]))
-        src.append(_arr(f"w{i}", "int8_t", c["w"]))
-        src.append(_arr(f"m{i}", "int32_t", q["multiplier"]))
-        src.append(_arr(f"s{i}", "int32_t", q["shift"]))
-        has_bias = c["bias"] is not None
-        if has_bias:
+        q, lines = c.get("q"), [f"    {{ /* case {i}: {c['kind']} {c['theme']} */", "        int ok = 1;"]
+        if q is not None:
+            src.append(_arr(f"m_q{i}", "int32_t", q["multiplier"]))
+            src.append(_arr(f"s_q{i}", "int32_t", q["shift"]))
+            lines.append("        " + _quant(f"q{i}", q))
+        if "w" in c:
+            src.append(_arr(f"w{i}", "int8_t", c["w"]))
+        bias = "NULL"
+        if c.get("bias") is not None:
             src.append(_arr(f"b{i}", "int32_t", c["bias"]))
-        bias = f"b{i}" if has_bias else "NULL"
+            bias = f"b{i}"
+        if "g" in c:
+            g = c["g"]
+            lines.append(f"        const k2m_window g = {{{', '.join(str(g[f]) for f in WINDOW_FIELDS)}}};")
         n_out = int(np.asarray(c["y"]).size)
         es = 2 if c["s16"] else 1
-        lines = [f"    {{ /* case {i}: {c['kind']} {c['theme']} */",
-                 f"        const k2m_quant_s8 q = {{{q['input_offset']}, {q['output_offset']}, "
-                 f"{q['act_min']}, {q['act_max']}, m{i}, s{i}}};",
-                 "        int ok = 1;",
-                 "        fill(out_buf, sizeof out_buf); fill(scratch_buf, sizeof scratch_buf);"]
-        fields = ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "k_w",
-                  "stride_h", "stride_w", "dil_h", "dil_w", "pad_top", "pad_left")
-        if c["kind"] == "dw":
-            g = c["g"]
-            lines += [f"        const k2m_window g = {{{', '.join(str(g[f]) for f in fields)}}};",
-                      f"        k2m_depthwise_conv2d_s8(&g, &q, x{i}, w{i}, {bias}, "
-                      "(int8_t *)(void *)out_buf);"]
-        elif c["kind"] == "conv":
-            g = c["g"]
-            fields = ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "k_w",
-                      "stride_h", "stride_w", "dil_h", "dil_w", "pad_top", "pad_left")
-            scr = 4 * g["k_h"] * g["k_w"] * g["in_c"]
-            fn, ot = (("k2m_conv2d_s8_s16", "int16_t") if c["s16"] else ("k2m_conv2d_s8", "int8_t"))
-            lines += [f"        const k2m_window g = {{{', '.join(str(g[f]) for f in fields)}}};",
-                      f"        {fn}(&g, &q, x{i}, w{i}, {bias}, ({ot} *)(void *)out_buf, "
-                      "(int16_t *)(void *)scratch_buf);",
-                      f"        ok &= guard_ok(scratch_buf, {scr}, 2 * GUARD);"]
-        else:
+        scr = scratch_bytes(c)
+        lines.append("        fill(out_buf, sizeof out_buf); fill(scratch_buf, sizeof scratch_buf);")
+        x = f"x{i}"
+        if c.get("inplace") is not None:  # the input D bytes into the output's buffer
+            lines.append(f"        memcpy((uint8_t *)out_buf + {c['inplace']}, x{i}, sizeof x{i});")
+            x = f"(const int8_t *)((const uint8_t *)out_buf + {c['inplace']})"
+        out = "(int16_t *)(void *)out_buf" if c["s16"] else "(int8_t *)(void *)out_buf"
+        scratch = "(int16_t *)(void *)scratch_buf" if scr else "NULL"
+        kind = c["kind"]
+        if kind == "conv":
+            fn = "k2m_conv2d_s8_s16" if c["s16"] else "k2m_conv2d_s8"
+            lines.append(f"        {fn}(&g, &q{i}, {x}, w{i}, {bias}, {out}, {scratch});")
+        elif kind == "conv_pool":
+            mq = "NULL"
+            if c["mean_q"] is not None:
+                src.append(_arr(f"m_mq{i}", "int32_t", c["mean_q"]["multiplier"]))
+                src.append(_arr(f"s_mq{i}", "int32_t", c["mean_q"]["shift"]))
+                lines.append("        " + _quant(f"mq{i}", c["mean_q"]))
+                mq = f"&mq{i}"
+            lines += [f"        const k2m_global_pool_s8 pool = {{{mq}, {c['act'][0]}, {c['act'][1]}}};",
+                      f"        k2m_conv2d_pool_s8(&g, &q{i}, {x}, w{i}, {bias}, &pool, {out}, {scratch});"]
+        elif kind == "dw":
+            lines.append(f"        k2m_depthwise_conv2d_s8(&g, &q{i}, {x}, w{i}, {bias}, {out}, {scratch});")
+        elif kind == "fc":
             b, n_in, n_o = c["dims"]
             lines += [f"        const k2m_fc_dims d = {{{b}, {n_in}, {n_o}}};",
-                      f"        k2m_fully_connected_s8(&d, &q, x{i}, w{i}, {bias}, "
-                      "(int8_t *)(void *)out_buf);"]
-        lines += [f"        ok &= guard_ok(out_buf, {n_out * es}, 2 * GUARD);",
+                      f"        k2m_fully_connected_s8(&d, &q{i}, {x}, w{i}, {bias}, {out});"]
+        elif kind in ("max_pool", "avg_pool"):
+            lines.append(f"        k2m_{kind}_s8(&g, {c['act'][0]}, {c['act'][1]}, {x}, {out});")
+        elif kind == "mean":
+            hh, ww, ch = c["x"].shape
+            lines.append(f"        k2m_mean_s8({hh * ww}, {ch}, &q{i}, {x}, {out});")
+        else:  # add, mul
+            p = c["p"]
+            src.append(_arr(f"x2_{i}", "int8_t", c["x2"]))
+            lines += ["        const k2m_add_s8_params p = {"
+                      + ", ".join(str(int(p[f])) for f in ref.ADD_FIELDS) + "};",
+                      f"        k2m_{kind}_s8(&p, {x}, x2_{i}, {out}, {c['x'].size});"]
+        if scr:
+            lines.append(f"        ok &= guard_ok(scratch_buf, {scr}, 2 * GUARD);")
+        lines += [f"        ok &= guard_ok(out_buf, {case_bytes(c)}, 2 * GUARD);",
                   f'        printf("case {i} %08lx %d\\n", (unsigned long)fnv(out_buf, {n_out}, {int(c["s16"])}), ok);',
                   "    }"]
         body.append("\n".join(lines))
@@ -301,11 +512,11 @@ def c_program(cases):
 
 
 def run_m4(m4run, src, portable, opt="2", sources=KERNEL_SOURCES):
-    cmd = [str(m4run), "--timeout", "120", "-I", str(RUNTIME), "-O", opt]
+    cmd = [str(m4run), "--timeout", "240", "-I", str(RUNTIME), "-O", opt]
     if portable:
         cmd += ["-D", "K2M_PORTABLE"]
     cmd += [str(src)] + [str(RUNTIME / f) for f in sources]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, f"{' '.join(cmd)} -> {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     assert "\ndone" in r.stdout or r.stdout.startswith("done"), r.stdout[-2000:]
     got = {}
@@ -327,7 +538,7 @@ def results(m4run, tmp_path_factory):
 
 def test_case_mix():
     cases = make_cases()
-    assert len(cases) >= 200
+    assert len(cases) >= 500
     conv = [c for c in cases if c["kind"] == "conv"]
     gs = [c["g"] for c in conv]
     assert any(g["stride_h"] > 1 or g["stride_w"] > 1 for g in gs)
@@ -338,9 +549,12 @@ def test_case_mix():
     assert any(g["k_h"] > g["stride_h"] for g in gs)
     assert any((g["out_h"] * g["out_w"]) % 2 for g in gs)
     assert any(c["s16"] for c in conv)
+    assert sum((g["k_w"] * g["in_c"]) % 4 != 0 and g["k_h"] * g["k_w"] * g["in_c"] <= 64
+               for g in gs) >= 30
     assert any(c["dims"][1] % 4 for c in cases if c["kind"] == "fc")
+    assert {(c["dims"][1] // 4) % 2 for c in cases if c["kind"] == "fc"} == {0, 1}
     dw = [c["g"] for c in cases if c["kind"] == "dw"]
-    assert len(dw) >= 80
+    assert len(dw) >= 150
     mult1 = {g["in_c"] for g in dw if g["out_c"] == g["in_c"]}
     assert {4, 8, 12, 5, 7} <= mult1
     assert any(g["out_c"] == 2 * g["in_c"] for g in dw)
@@ -348,9 +562,22 @@ def test_case_mix():
     assert any(g["dil_h"] > 1 or g["dil_w"] > 1 for g in dw)
     assert any(g["pad_top"] > 0 or g["pad_left"] > 0 for g in dw)
     assert any(g["in_h"] == g["in_w"] == 1 for g in dw)
+    ring = [g for g in dw if ref.depthwise_s8_scratch_bytes(g)]
+    assert len(ring) >= 70 and {g["stride_w"] for g in ring} == {1, 2}
+    assert {g["pad_left"] % 2 for g in ring} == {0, 1} and {g["in_w"] % 2 for g in ring} == {0, 1}
+    assert {g["in_c"] % 4 for g in ring} == {0, 1, 2, 3} and any(g["in_c"] < 4 for g in ring)
+    themes = " ".join(c["theme"] for c in cases)
+    for t in ("left_shift", "dead_channel", "huge_bias", "in place", "mean", "avg", "global"):
+        assert themes.count(t) >= 3, t
+    kinds = {c["kind"] for c in cases}
+    assert {"max_pool", "avg_pool", "mean", "conv_pool", "add", "mul"} <= kinds
+    inplace = {c["kind"] for c in cases if c.get("inplace") is not None}
+    assert {"conv", "dw", "max_pool", "avg_pool", "add"} <= inplace
+    assert any(c.get("inplace") and c["kind"] == "dw" and ref.depthwise_s8_scratch_bytes(c["g"])
+               for c in cases)
     # the requantization must not saturate everything
     inside = [((np.asarray(c["y"]) > c["q"]["act_min"]) & (np.asarray(c["y"]) < c["q"]["act_max"])).mean()
-              for c in cases]
+              for c in cases if "q" in c]
     assert np.mean(inside) > 0.3
 
 
@@ -365,12 +592,20 @@ def test_bit_identical(results, path):
             continue
         h, ok = run[i]
         what = f"case {i} {c['kind']}{'_s16' if c['s16'] else ''} {c['theme']} " + (
-            str(c["g"]) if c["kind"] in ("conv", "dw") else str(c["dims"]))
+            str(c["g"]) if "g" in c else str(c.get("dims", c["x"].shape)))
         if h != out_hash(c["y"]):
             bad.append(what + ": output differs from the reference")
         if not ok:
             bad.append(what + ": wrote past the output or the scratch buffer")
     assert not bad, f"{len(bad)} of {len(cases)} cases fail ({path}):\n" + "\n".join(bad[:20])
+
+
+def test_dsp_equals_portable(results):
+    """The DSP builds (-O2, -O0) against the portable build directly."""
+    cases, got = results
+    for path in ("dsp", "dsp_O0"):
+        diff = [i for i in range(len(cases)) if got[path].get(i) != got["portable"].get(i)]
+        assert not diff, f"{path} differs from portable in cases {diff[:20]}"
 
 
 # ---- recurrent kernels -----------------------------------------------------

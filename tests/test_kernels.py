@@ -450,7 +450,7 @@ def test_depthwise_conv2d_s8(k2m, i):
     full, out = guarded((g["out_h"], g["out_w"], g["out_c"]), np.int8)
     c = Caller(k2m)
     c.lib.k2m_depthwise_conv2d_s8(c.window(g), c.quant(q), c.ptr(x, "int8_t"), c.ptr(w, "int8_t"),
-                                  c.ptr(bias, "int32_t"), c.ptr(full, "int8_t"))
+                                  c.ptr(bias, "int32_t"), c.ptr(full, "int8_t"), k2m.ffi.NULL)
     np.testing.assert_array_equal(out, ref.depthwise_conv2d_s8(g, q, x, w, bias),
                                   err_msg=f"{theme} {g}")
     check_guard(full)
@@ -498,7 +498,7 @@ def test_depthwise_known_answer(k2m):
     outs = np.zeros(8, np.int8)
     c.lib.k2m_depthwise_conv2d_s8(c.window(g), c.quant(q), c.ptr(x.astype(np.int8), "int8_t"),
                                   c.ptr(w.astype(np.int8), "int8_t"), k2m.ffi.NULL,
-                                  c.ptr(outs, "int8_t"))
+                                  c.ptr(outs, "int8_t"), k2m.ffi.NULL)
     assert list(outs) == want
 
 
