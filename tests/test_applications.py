@@ -2,7 +2,10 @@
 weights=None, trained a few steps (so BatchNormalization statistics and
 weights move off their initial values), saved to .keras and exported.
 
-float32 within 1e-5 of the output's magnitude; int8 RMSE against Keras
+float32 within 1e-5 of the output's magnitude, or, where Keras's own
+float32 result is further than that from a float64 run of the same graph
+(exporter.interpret: a deep network's float32 rounding), within twice
+Keras's own error; int8 RMSE against Keras
 within 1.3x TFLite's int8 RMSE on the same calibration and test inputs
 (tests/tflite_ref.py).  Inputs are 32x32 (the smallest MobileNetV3
 allows; EfficientNetB0 at 64x64, MobileNetV2 at 96x96) with the
@@ -11,6 +14,8 @@ transfer learning, so the weights stay a few MB.
 """
 import numpy as np
 import pytest
+
+from exporter import interpret
 
 from conftest import export_and_load
 
@@ -63,10 +68,16 @@ def test_application(keras, tmp_path, name):
     path = tmp_path / f"{name}.keras"
     model.save(path)
     want = np.asarray(model.predict(x_test, verbose=0), np.float64)
-    _, c = export_and_load(path, tmp_path / "f32", dtype="float32", flash_kb=4 * flash,
-                          ram_kb=4096)
+    report, c = export_and_load(path, tmp_path / "f32", dtype="float32", flash_kb=4 * flash,
+                                ram_kb=4096)
     got = c.predict(x_test).reshape(want.shape)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    f64 = interpret.run(report.graph, [x_test.astype(np.float64)])[report.graph.outputs[0]]
+    own = np.abs(f64.reshape(want.shape) - want).max()
+    err = np.abs(got - want).max()
+    print(f"{name}: float32 max error {err:.3g} ({err / np.abs(want).max():.2g} of the output's "
+          f"magnitude); Keras float32 against float64 {own:.3g}")
+    assert own < 1e-3 * np.abs(want).max(), "the float64 run disagrees with Keras"
+    assert err <= max(1e-5 * np.abs(want).max(), 2 * own)
     _, c8 = export_and_load(path, tmp_path / "i8", dtype="int8", calibration_data=x_cal,
                             flash_kb=flash, ram_kb=1024)
     ours = tflite_ref.rmse(c8.predict(x_test), want)
