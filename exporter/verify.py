@@ -190,7 +190,7 @@ def own_errors(report, out_dir, samples, build_dir=None, model=None) -> list:
             continue
         b = graph.boundary_quant.get(name, t.quant)
         raw = quantize_like_c(np.asarray(x).reshape(n, -1), b.scale, b.zero_point)
-        values[name] = t.quant.scale * (raw - t.quant.zero_point)
+        values[name] = t.quant.scale * (raw.astype(np.int32) - t.quant.zero_point)
     rows, k = [], 0
     for node in graph.nodes:
         t = graph.tensors[node.outputs[0]]
