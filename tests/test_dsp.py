@@ -582,30 +582,39 @@ def test_case_mix():
 
 
 @pytest.mark.parametrize("path", ["dsp", "portable", "dsp_O0"])
-def test_bit_identical(results, path):
-    cases, got = results
-    run = got[path]
+def assert_bit_identical(cases, run, path, describe, overrun="wrote past the output"):
+    """Every case's output hash in `run` equals its reference's."""
     bad = []
     for i, c in enumerate(cases):
         if i not in run:
             bad.append(f"case {i}: no output")
             continue
         h, ok = run[i]
-        what = f"case {i} {c['kind']}{'_s16' if c['s16'] else ''} {c['theme']} " + (
-            str(c["g"]) if "g" in c else str(c.get("dims", c["x"].shape)))
         if h != out_hash(c["y"]):
-            bad.append(what + ": output differs from the reference")
+            bad.append(describe(i, c) + ": output differs from the reference")
         if not ok:
-            bad.append(what + ": wrote past the output or the scratch buffer")
+            bad.append(describe(i, c) + ": " + overrun)
     assert not bad, f"{len(bad)} of {len(cases)} cases fail ({path}):\n" + "\n".join(bad[:20])
 
 
-def test_dsp_equals_portable(results):
+def assert_dsp_equals_portable(cases, got):
     """The DSP builds (-O2, -O0) against the portable build directly."""
-    cases, got = results
     for path in ("dsp", "dsp_O0"):
         diff = [i for i in range(len(cases)) if got[path].get(i) != got["portable"].get(i)]
         assert not diff, f"{path} differs from portable in cases {diff[:20]}"
+
+
+def test_bit_identical(results, path):
+    cases, got = results
+    assert_bit_identical(
+        cases, got[path], path,
+        lambda i, c: f"case {i} {c['kind']}{'_s16' if c['s16'] else ''} {c['theme']} " + (
+            str(c["g"]) if "g" in c else str(c.get("dims", c["x"].shape))),
+        "wrote past the output or the scratch buffer")
+
+
+def test_dsp_equals_portable(results):
+    assert_dsp_equals_portable(*results)
 
 
 # ---- recurrent kernels -----------------------------------------------------

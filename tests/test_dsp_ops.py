@@ -23,7 +23,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kernel_ref as ref  # noqa: E402
-from test_dsp import FNV_C, GUARD, GUARD_C, _arr, m4run, out_hash, run_m4  # noqa: E402,F401
+from test_dsp import (FNV_C, GUARD, GUARD_C, _arr, assert_bit_identical,  # noqa: E402,F401
+                      assert_dsp_equals_portable, m4run, out_hash, run_m4)
 from test_kernels_ops import (FUNCS_S8, binary_case, binary_want, dims_of,  # noqa: E402
                               matmul_case, matmul_params, reduce_case, reduce_want)
 
@@ -169,24 +170,9 @@ def test_case_mix():
 @pytest.mark.parametrize("path", ["dsp", "portable", "dsp_O0"])
 def test_bit_identical(results, path):
     cases, got = results
-    run = got[path]
-    bad = []
-    for i, c in enumerate(cases):
-        what = f"case {i} {c['kind']} {c['theme']}" + (
-            f" {c['dims']}" if c["kind"] == "matmul" else f" {c.get('func', '')}")
-        if i not in run:
-            bad.append(what + ": no output")
-            continue
-        h, ok = run[i]
-        if h != out_hash(c["y"]):
-            bad.append(what + ": output differs from the reference")
-        if not ok:
-            bad.append(what + ": wrote past the output")
-    assert not bad, f"{len(bad)} of {len(cases)} cases fail ({path}):\n" + "\n".join(bad[:20])
+    assert_bit_identical(cases, got[path], path, lambda i, c: f"case {i} {c['kind']} {c['theme']}" + (
+        f" {c['dims']}" if c["kind"] == "matmul" else f" {c.get('func', '')}"))
 
 
 def test_dsp_equals_portable(results):
-    cases, got = results
-    for path in ("dsp", "dsp_O0"):
-        diff = [i for i in range(len(cases)) if got[path].get(i) != got["portable"].get(i)]
-        assert not diff, f"{path} differs from portable in cases {diff[:20]}"
+    assert_dsp_equals_portable(*results)
