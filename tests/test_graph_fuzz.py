@@ -42,3 +42,21 @@ def test_graph_fuzzer():
         failures += [(s, src, detail) for s, src, detail in fails]
     assert not failures, "\n\n".join(
         f"graph seed {s} (graph_fuzz.generate({s})): {detail}\n{src}" for s, src, detail in failures[:5])
+
+
+def test_graphs_that_once_failed(tmp_path):
+    """Regressions, by seed: 103000551 (ReLU(max_value=1) after a selu Conv1D:
+    the int16 conv output once spanned the calibrated range, where the clamp
+    makes the function constant, and the table missed the kinks by 2.7
+    steps); 102000333 (RMSNormalization of one value near zero: int8's limit,
+    counted as ill-conditioned, matching the int8 reference); 104000534
+    (softsign, negation and 1.963/(|x|+1) as one table read by int16: 4
+    steps of interpolation between its 257 points, which table_error now
+    allows for); 114000489 (an average of x - mean(x): float32 noise of the
+    inputs' magnitude on an output of ~0, once taken for a wrong IR)."""
+    sys.path.insert(0, str(HERE))
+    import graph_fuzz
+    for seed, status in ((103000551, "match"), (102000333, "ill-conditioned"),
+                         (104000534, "match"), (114000489, "match")):
+        out = graph_fuzz.check(graph_fuzz.generate(seed), tmp_path / str(seed), seed)
+        assert out.status == status, (seed, out.detail)

@@ -77,6 +77,7 @@ def against_tflite(model, tmp_path, x_cal, x_test, ratio=1.3):
     report, c8 = export_and_load(path, tmp_path / "i8", dtype="int8", calibration_data=x_cal)
     ours = tflite_ref.rmse(c8.predict(x_test), want)
     theirs = tflite_ref.int8_rmse(model, x_cal, x_test)
+    print(f"{model.name}: int8 RMSE ours {ours:.4g}, TFLite {theirs:.4g}, ratio {ours / theirs:.2f}")
     assert ours <= ratio * theirs, f"int8 RMSE {ours:.4g} vs TFLite {theirs:.4g}"
     return report, ours, theirs
 
