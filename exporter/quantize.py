@@ -141,8 +141,7 @@ def quantize(graph, samples):
             node.attrs["int8"] = SPECIAL[node.op](node, tin, tout, ranges)
             continue
         if feeds_wide_reader(graph, node):
-            reader = graph.consumers(tout.name)[0]
-            tout.dtype, tout.quant = "int16", int16_quant(*active_range(reader, *ranges[tout.name]))
+            tout.dtype, tout.quant = "int16", int16_quant(*ranges[tout.name])
         else:
             tout.quant = output_quant(node, tin, ranges[tout.name])
         extra = [graph.tensors[t] for t in node.inputs[1:]]
@@ -211,25 +210,6 @@ def feeds_wide_reader(graph, node) -> bool:
     return (node.op in ("conv2d", "conv3d", "dense", "matmul") and out not in graph.outputs
             and len(readers) == 1 and readers[0].op in ("activation", "softmax")
             and readers[0].attrs.get("func", "softmax") in WIDE_READERS)
-
-
-def active_range(reader, lo: float, hi: float) -> tuple:
-    """[lo, hi] without the ends where the reader's elementwise function is
-    constant (a clamp after selu: 0 below 0, 1 above 0.95).  The int16
-    tensor then spends its codes, and the reader's 257-point table its
-    intervals, where the output moves; a value beyond the narrowed range
-    saturates to its end, where the function has the same value, so nothing
-    changes but the resolution.  Checked on 65537 points of the range."""
-    if reader.op != "activation" or not hi > lo:
-        return lo, hi
-    x = np.linspace(lo, hi, 65537)
-    y = defined(interpret.activation(reader, x))
-    moved = np.flatnonzero(y != y[0])
-    if moved.size == 0:  # constant: any range is exact
-        return lo, hi
-    first = moved[0] - 1
-    last = np.flatnonzero(y != y[-1])[-1] + 1
-    return float(x[first]), float(x[last])
 
 
 def int16_quant(lo: float, hi: float) -> Quant:

@@ -45,10 +45,9 @@ def test_graph_fuzzer():
 
 
 def test_graphs_that_once_failed(tmp_path):
-    """Regressions, by seed: 103000551 (ReLU(max_value=1) after a selu Conv1D:
-    the int16 conv output once spanned the calibrated range, where the clamp
-    makes the function constant, and the table missed the kinks by 2.7
-    steps); 102000333 (RMSNormalization of one value near zero: int8's limit,
+    """Regressions, by seed: 103000551 (ReLU(max_value=1) after a selu Conv1D,
+    one table read by int16: its 257 points over the calibrated range cut the
+    clamp's kinks, 2.7 steps, which table_error now allows for); 102000333 (RMSNormalization of one value near zero: int8's limit,
     counted as ill-conditioned, matching the int8 reference); 104000534
     (softsign, negation and 1.963/(|x|+1) as one table read by int16: 4
     steps of interpolation between its 257 points, which table_error now
