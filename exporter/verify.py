@@ -149,9 +149,22 @@ def layer_metrics(report, out_dir, samples, build_dir=None) -> list:
 
 def with_int8_weights(node, tin):
     """A copy of a conv/dense node whose float weights are its int8 ones,
-    dequantized: what its kernel computes, exactly, before rounding."""
+    dequantized, or of a binary node whose constant operand is its int8
+    one (x / c as x * (1/c) where the kernel multiplies): what its kernel
+    computes, exactly, before rounding.  The weights' and the constant's
+    own rounding is the scheme's, TFLite's too (a constant in [-2, 2] has
+    steps of 0.016, coarse next to an output clamped to [0, 1])."""
     import copy
     q = node.attrs.get("int8", {})
+    if node.op == "binary" and "const" in q:
+        from .quantize import const_operand
+        values, tc, func = const_operand(node)
+        assert np.array_equal(values, q["const"])
+        out = copy.copy(node)
+        out.weights = {**node.weights,
+                       "const": tc.quant.scale * (values.astype(np.float64) - tc.quant.zero_point)}
+        out.attrs = {**node.attrs, "func": func}
+        return out
     if node.op not in ("conv2d", "depthwise_conv2d", "conv3d", "dense") or "kernel" not in q:
         return node
     out = copy.copy(node)
@@ -169,8 +182,9 @@ def own_errors(report, out_dir, samples, build_dir=None, model=None) -> list:
     function (exporter.interpret) applied to the int8 values its inputs
     really hold in the C model, against the C's output, in the output's
     steps (int16 outputs in steps 256 times theirs, the size of an int8
-    one).  A conv or dense is evaluated with its int8 weights dequantized,
-    so what is measured is the kernel's arithmetic; the error of int8
+    one).  A conv or dense is evaluated with its int8 weights dequantized
+    (a binary op with its int8 constant), so what is measured is the
+    kernel's arithmetic; the error of int8
     weights themselves is the scheme's (TFLite's too).  Unlike layer_metrics, nothing upstream counts: a node whose
     float function magnifies small input differences (a normalization of
     three values, a division) is judged by its own arithmetic only.

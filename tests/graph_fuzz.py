@@ -18,7 +18,8 @@ it to float32 and int8, runs the C on the host and compares with Keras:
 - int8: every node within INT8_NODE_STEPS of its output's quantization steps
   (plus, for a table read by int16, how far its 257 interpolated points are
   from the function at worst: `table_error`) of its own float function evaluated on the int8 values its inputs hold in
-  the C (exporter.verify.own_errors): the kernels' arithmetic is checked,
+  the C (exporter.verify.own_errors; a conv's or dense's int8 weights and a
+  binary op's int8 constant, dequantized): the kernels' arithmetic is checked,
   not how much a normalization or division magnifies upstream rounding,
   which TFLite's int8 shares; and, end to end, an RMSE within
   INT8_RANGE_SHARE of the output's range (or magnitude) plus one output
@@ -424,7 +425,8 @@ def int8_reference(report, xs) -> dict:
     """The graph in float64 with every tensor rounded to its int8 (int16)
     quantization grid and clamped to its range, from the inputs as the C
     quantizes them: int8 inference without the kernels' rounding details.
-    Conv/dense use their int8 weights (exporter.verify.with_int8_weights)."""
+    Conv/dense use their int8 weights, binary ops their int8 constant
+    (exporter.verify.with_int8_weights)."""
     from exporter import interpret
     from exporter.codegen import NO_CODE
     from exporter.verify import quantize_like_c, with_int8_weights
