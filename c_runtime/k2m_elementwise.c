@@ -10,7 +10,6 @@
 #include "k2m_math.h"
 
 #if K2M_DSP
-#define K2M_ADD_CHUNK 32  /* int32 of stack, even */
 
 /* The Cortex-M4 paths: every requantization as k2m_rqs (five
  * instructions, no 64-bit division) when its bound holds for the whole
@@ -49,40 +48,32 @@ void k2m_add_s8(const k2m_add_s8_params *p, const int8_t *input1,
 #if K2M_DSP
     k2m_rqs r1, r2, ro;
     if (add_fast(p, &r1, &r2, &ro)) {
-        /* Chunks of K2M_ADD_CHUNK in three passes (input 1's term, input 2's
-         * added, the sum requantized and stored), so that each pass keeps
-         * its constants in registers; in place (output == input1) stays
-         * correct because a chunk's inputs are read before it is stored. */
-        const int32_t o1 = p->input1_offset, o2 = p->input2_offset, ls = p->left_shift;
+        /* Two elements a step in one pass: both terms, the sum requantized,
+         * the pair clamped as int16 lanes and stored; in place (output ==
+         * input1) stays correct because a pair is read before it is
+         * stored. */
         const int32_t lo = p->act_min, hi = p->act_max;
         const int32_t lo2 = (int32_t)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)lo << 16));
         const int32_t hi2 = (int32_t)(((uint32_t)hi & 0xFFFFu) | ((uint32_t)hi << 16));
-        int32_t sum[K2M_ADD_CHUNK];
-        for (; i < size; i += K2M_ADD_CHUNK) {
-            /* pairs of elements; an odd last one pairs with itself */
-            const int32_t n = size - i < K2M_ADD_CHUNK ? size - i : K2M_ADD_CHUNK;
-            const int8_t *x1 = input1 + i, *x2 = input2 + i;
-            int8_t *y = output + i;
-            int32_t j;
-            for (j = 0; j < n; j += 2) {
-                const int32_t k = j + 1 < n ? j + 1 : j;
-                sum[j] = k2m_rqs_apply(&r1, (int32_t)((uint32_t)(x1[j] + o1) << ls));
-                sum[j + 1] = k2m_rqs_apply(&r1, (int32_t)((uint32_t)(x1[k] + o1) << ls));
-            }
-            for (j = 0; j < n; j += 2) {
-                const int32_t k = j + 1 < n ? j + 1 : j;
-                sum[j] += k2m_rqs_apply(&r2, (int32_t)((uint32_t)(x2[j] + o2) << ls));
-                sum[j + 1] += k2m_rqs_apply(&r2, (int32_t)((uint32_t)(x2[k] + o2) << ls));
-            }
-            for (j = 0; j < n; j += 2) {
-                const int32_t v = k2m_clamp2_s16(k2m_pack_lo(
-                    __ssat(k2m_rqs_apply(&ro, sum[j]), 16),
-                    __ssat(k2m_rqs_apply(&ro, sum[j + 1]), 16)), lo2, hi2);
-                y[j] = (int8_t)v;
-                if (j + 1 < n) {
-                    y[j + 1] = (int8_t)(v >> 16);
-                }
-            }
+        /* the input's left_shift and its k2m_rqs shift in one (add_fast's
+         * bounds keep the sum below 23) */
+        r1.ls += p->left_shift;
+        r2.ls += p->left_shift;
+        for (; i + 1 < size; i += 2) {
+            const int32_t s0 = k2m_rqs_apply(&r1, input1[i] + p->input1_offset)
+                             + k2m_rqs_apply(&r2, input2[i] + p->input2_offset);
+            const int32_t s1 = k2m_rqs_apply(&r1, input1[i + 1] + p->input1_offset)
+                             + k2m_rqs_apply(&r2, input2[i + 1] + p->input2_offset);
+            const int32_t v = k2m_clamp2_s16(k2m_pack_lo(__ssat(k2m_rqs_apply(&ro, s0), 16),
+                                                         __ssat(k2m_rqs_apply(&ro, s1), 16)),
+                                             lo2, hi2);
+            output[i] = (int8_t)v;
+            output[i + 1] = (int8_t)(v >> 16);
+        }
+        if (i < size) {
+            const int32_t s0 = k2m_rqs_apply(&r1, input1[i] + p->input1_offset)
+                             + k2m_rqs_apply(&r2, input2[i] + p->input2_offset);
+            output[i] = (int8_t)k2m_clamp_s32(k2m_rqs_apply(&ro, s0), lo, hi);
         }
         return;
     }

@@ -55,8 +55,8 @@ static void fully_connected_s8_core(const k2m_fc_dims *d,
  * MACs in one SMLAD: per 16 MACs 5 loads, 10 unpacks and 8 SMLADs.  The
  * last out_features % 4 rows go two or one at a time.  Exact int32
  * accumulation as in the portable loop, only the order of the additions
- * differs.  Requantization is k2m_rq_apply (bit-identical to
- * k2m_requantize, no 64-bit division). */
+ * differs.  Requantization is fc_requantize (bit-identical to
+ * k2m_requantize). */
 
 /* Dot products of rows w, w + n, w + 2n, w + 3n with input + offset, added
  * to acc[0..3].  Registers are the limit: 4 accumulators, the offset, 4
@@ -202,15 +202,62 @@ static void fc_rows_dsp(const int8_t *input, const int8_t *wa,
     *acc_b = b;
 }
 
-/* Requantizes, clamps and stores output `index` (channel o). */
-static void fc_store_dsp(const k2m_quant_s8 *q, void *output, int32_t index,
-                         int32_t o, int32_t acc, int out_is_16bit)
+/* The largest right shift for which k2m_rqs's ho = 2^right * (1 + 2 *
+ * offset) stays inside +-2^30 (k2m_rqs_init's test on it, once per call);
+ * -1 if none. */
+static int32_t fc_rqs_right_max(int32_t offset)
 {
-    k2m_rq r;
-    k2m_rq_init(&r, q->multiplier[o], q->shift[o]);
-    k2m_store_s8_s16(output, index,
-                     k2m_clamp_s32(k2m_rq_apply(&r, acc) + q->output_offset,
-                                   q->act_min, q->act_max),
+    const int64_t u = 2 * (int64_t)offset + 1;
+    const int64_t a = u < 0 ? -u : u;
+    int32_t r = -1;
+
+    while (r < 29 && (a << (r + 1)) < ((int64_t)1 << 30)) {
+        ++r;
+    }
+    return r;
+}
+
+/* k2m_requantize(acc, m, shift) + offset, out of line: the accumulators
+ * fc_requantize's fast form does not cover (rare). */
+static __attribute__((noinline))
+int32_t fc_requantize_general(int32_t acc, int32_t m, int32_t shift, int32_t offset)
+{
+    return k2m_requantize(acc, m, shift) + offset;
+}
+
+/* k2m_requantize(acc, m, shift) + offset, bit for bit.  The accumulator at
+ * hand bounds k2m_rqs's fast form: k2m_rqs_init's conditions, in 32 bits,
+ * for this one |acc| (right_max from fc_rqs_right_max), so SMMULR and a
+ * rounding shift serve every channel, left shifts included, where
+ * k2m_rq_apply's 64-bit product and mask tests took twice the instructions
+ * and a call. */
+static inline int32_t fc_requantize(int32_t acc, int32_t m, int32_t shift,
+                                    int32_t offset, int32_t right_max)
+{
+    const int32_t left = shift > 0 ? shift : 0, right = left - shift;
+    const uint32_t a = acc < 0 ? 0u - (uint32_t)acc : (uint32_t)acc;
+
+    if (__builtin_expect(right <= right_max && left <= 29 && m != INT32_MIN
+                         && a < (1u << (29 - left)), 1)) {
+        k2m_rqs r;
+        r.mult = m;
+        r.ls = left + 1;
+        r.rs = right + 1;
+        /* 2^right + offset * 2^(right + 1), exact: right_max bounds it */
+        r.ho = (int32_t)((1u << right) + (uint32_t)offset * (2u << right));
+        return k2m_rqs_apply(&r, acc);
+    }
+    return fc_requantize_general(acc, m, shift, offset);
+}
+
+/* Requantizes, clamps and stores output `index` (channel o). */
+static inline void fc_store_dsp(const k2m_quant_s8 *q, int32_t right_max,
+                                void *output, int32_t index, int32_t o,
+                                int32_t acc, int out_is_16bit)
+{
+    const int32_t y = fc_requantize(acc, q->multiplier[o], q->shift[o],
+                                    q->output_offset, right_max);
+    k2m_store_s8_s16(output, index, k2m_clamp_s32(y, q->act_min, q->act_max),
                      out_is_16bit);
 }
 
@@ -223,18 +270,22 @@ static void fully_connected_s8_dsp(const k2m_fc_dims *d,
 {
     const int32_t n_in = d->in_features, n_out = d->out_features;
     const int32_t n_out4 = n_out & ~3;
+    const int32_t right_max = fc_rqs_right_max(q->output_offset);
     int32_t n = 0;  /* index of the first output of this batch row */
     int32_t b, o, j;
 
     for (b = 0; b < d->batches; ++b) {
         for (o = 0; o < n_out4; o += 4) {
-            int32_t acc[4];
-            for (j = 0; j < 4; ++j) {
-                acc[j] = bias != NULL ? bias[o + j] : 0;
+            int32_t acc[4] = {0, 0, 0, 0};
+            if (bias != NULL) {
+                acc[0] = bias[o];
+                acc[1] = bias[o + 1];
+                acc[2] = bias[o + 2];
+                acc[3] = bias[o + 3];
             }
             fc_rows4_dsp(input, weights + o * n_in, n_in, q->input_offset, acc);
             for (j = 0; j < 4; ++j) {
-                fc_store_dsp(q, output, n + o + j, o + j, acc[j], out_is_16bit);
+                fc_store_dsp(q, right_max, output, n + o + j, o + j, acc[j], out_is_16bit);
             }
         }
         for (; o < n_out; o += 2) {
@@ -244,9 +295,9 @@ static void fully_connected_s8_dsp(const k2m_fc_dims *d,
             int32_t acc_b = (two && bias != NULL) ? bias[o + 1] : 0;
             fc_rows_dsp(input, wa, two ? wa + n_in : NULL, n_in,
                         q->input_offset, &acc_a, &acc_b);
-            fc_store_dsp(q, output, n + o, o, acc_a, out_is_16bit);
+            fc_store_dsp(q, right_max, output, n + o, o, acc_a, out_is_16bit);
             if (two) {
-                fc_store_dsp(q, output, n + o + 1, o + 1, acc_b, out_is_16bit);
+                fc_store_dsp(q, right_max, output, n + o + 1, o + 1, acc_b, out_is_16bit);
             }
         }
         input += n_in;

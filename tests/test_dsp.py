@@ -19,7 +19,9 @@ Cases, by kernel path:
   the gathered im2col); channels with a left (positive) requantization
   shift, dead channels (multiplier 0) and biases beyond the fast form's
   bound (the general requantization);
-- fully connected: odd feature counts, odd and even numbers of 4-input steps;
+- fully connected (int8 and int16 outputs): odd feature counts, odd and even
+  numbers of 4-input steps, and the channels above (left shift, dead, huge
+  bias: the per-accumulator choice of the fast requantization);
 - depthwise: the generic loops (any kernel, depth multiplier 2) and the
   3x3 row ring (horizontal stride 1 and 2, any vertical stride, widths and
   paddings of both parities, 1-17 channels: 4-channel groups and the tail);
@@ -69,7 +71,7 @@ RUNTIME = ROOT / "c_runtime"
 M4RUN = ROOT.parent / "shared" / "tools" / "m4run"
 APT = "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
 SEED = 20240611
-N_CONV_S8, N_CONV_S16, N_FC, N_DW = 100, 60, 70, 90
+N_CONV_S8, N_CONV_S16, N_FC, N_FC_S16, N_DW = 100, 60, 70, 30, 90
 N_FIRST, N_RING, N_POOL, N_CONV_POOL, N_ADD, N_MUL = 30, 70, 60, 24, 24, 12
 INT32_MIN = -(2**31)
 GUARD = 16  # guard elements after every output and scratch buffer
@@ -330,17 +332,19 @@ def make_cases():
         cases.append(_conv_case(rng, *random_window(rng, i), i >= N_CONV_S8))
     for i in range(N_FIRST):
         cases.append(_conv_case(rng, *first_layer_window(rng), False))
-    for i in range(N_FC):
+    for i in range(N_FC + N_FC_S16):
+        s16 = i >= N_FC
         b = int(rng.integers(1, 4))
         n_in = int(rng.choice([1, 2, 3, 4, 5, 7, 8, 9, 12, 15, 16, 31, 64, 100, 127, 256, 301]))
         n_out = int(rng.integers(1, 18))
-        q = random_quant(rng, n_out, n_in, False)
+        q = random_quant(rng, n_out, n_in, s16)
         x = rng.integers(-128, 128, (b, n_in)).astype(np.int8)
         w = rng.integers(-127, 128, (n_out, n_in)).astype(np.int8)
         bias = None if rng.integers(6) == 0 else rng.integers(-2**16, 2**16, n_out).astype(np.int32)
-        y = ref.fully_connected_s8(q, x, w, bias)
-        cases.append(dict(kind="fc", s16=False, theme="fc", dims=(b, n_in, n_out), q=q, x=x,
-                          w=w, bias=bias, y=y))
+        extra = quant_extras(rng, q, bias) if not s16 else ""
+        y = (ref.fully_connected_s8_s16 if s16 else ref.fully_connected_s8)(q, x, w, bias)
+        cases.append(dict(kind="fc", s16=s16, theme=" ".join(t for t in ("fc", extra) if t),
+                          dims=(b, n_in, n_out), q=q, x=x, w=w, bias=bias, y=y))
     for i in range(N_DW):
         cases.append(_dw_case(rng, *depthwise_window(rng, i)))
     for i in range(N_RING):
@@ -488,8 +492,9 @@ def c_program(cases):
             lines.append(f"        k2m_depthwise_conv2d_s8(&g, &q{i}, {x}, w{i}, {bias}, {out}, {scratch});")
         elif kind == "fc":
             b, n_in, n_o = c["dims"]
+            fn = "k2m_fully_connected_s8_s16" if c["s16"] else "k2m_fully_connected_s8"
             lines += [f"        const k2m_fc_dims d = {{{b}, {n_in}, {n_o}}};",
-                      f"        k2m_fully_connected_s8(&d, &q{i}, {x}, w{i}, {bias}, {out});"]
+                      f"        {fn}(&d, &q{i}, {x}, w{i}, {bias}, {out});"]
         elif kind in ("max_pool", "avg_pool"):
             lines.append(f"        k2m_{kind}_s8(&g, {c['act'][0]}, {c['act'][1]}, {x}, {out});")
         elif kind == "mean":
@@ -553,6 +558,10 @@ def test_case_mix():
                for g in gs) >= 30
     assert any(c["dims"][1] % 4 for c in cases if c["kind"] == "fc")
     assert {(c["dims"][1] // 4) % 2 for c in cases if c["kind"] == "fc"} == {0, 1}
+    fc_themes = " ".join(c["theme"] for c in cases if c["kind"] == "fc")
+    assert all(t in fc_themes for t in ("left_shift", "dead_channel", "huge_bias"))
+    assert any(c["s16"] for c in cases if c["kind"] == "fc")
+    assert {c["x"].size % 2 for c in cases if c["kind"] == "add"} == {0, 1}
     dw = [c["g"] for c in cases if c["kind"] == "dw"]
     assert len(dw) >= 150
     mult1 = {g["in_c"] for g in dw if g["out_c"] == g["in_c"]}
