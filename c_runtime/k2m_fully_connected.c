@@ -202,19 +202,20 @@ static void fc_rows_dsp(const int8_t *input, const int8_t *wa,
     *acc_b = b;
 }
 
-/* The largest right shift for which k2m_rqs's ho = 2^right * (1 + 2 *
- * offset) stays inside +-2^30 (k2m_rqs_init's test on it, once per call);
- * -1 if none. */
+/* The largest right shift r <= 29 for which k2m_rqs's ho = 2^r * (1 + 2 *
+ * offset) stays inside +-2^30 (k2m_rqs_init's test on it, once per call):
+ * 30 minus the bit length of |1 + 2 offset|; -1 if none. */
 static int32_t fc_rqs_right_max(int32_t offset)
 {
     const int64_t u = 2 * (int64_t)offset + 1;
-    const int64_t a = u < 0 ? -u : u;
-    int32_t r = -1;
+    const uint64_t a = (uint64_t)(u < 0 ? -u : u);  /* odd: >= 1 */
+    int32_t r;
 
-    while (r < 29 && (a << (r + 1)) < ((int64_t)1 << 30)) {
-        ++r;
+    if (a >= ((uint64_t)1 << 30)) {
+        return -1;
     }
-    return r;
+    r = 30 - (32 - __builtin_clz((uint32_t)a));
+    return r > 29 ? 29 : r;
 }
 
 /* k2m_requantize(acc, m, shift) + offset, out of line: the accumulators

@@ -224,8 +224,9 @@ def quant_extras(rng, q, bias):
     """What trained layers have and the fast requantization must cover: a
     channel with a left shift (real multiplier > 1), a dead channel
     (multiplier 0: its scale underflowed) - and, rarely, a bias beyond the
-    fast form's bound, which sends the layer (or the channel) to the general
-    form.  Returns a label."""
+    fast form's bound or a right shift of 22-30 (its rounding constant
+    beyond it), which send the layer (or the channel) to the general form.
+    Returns a label."""
     n = len(q["shift"])
     c = int(rng.integers(n))
     kind = int(rng.integers(6))
@@ -238,6 +239,11 @@ def quant_extras(rng, q, bias):
     if kind == 2 and bias is not None:
         bias[c] = int(rng.choice([2**30 - 7, -(2**30) + 5]))
         return "huge_bias"
+    if kind == 3:
+        # a scale far below the accumulator's: 2^right * (1 + 2 * offset)
+        # leaves int32 for the fast form's rounding constant
+        q["shift"][c] = -int(rng.integers(22, 31))
+        return "big_right_shift"
     return ""
 
 
@@ -559,7 +565,8 @@ def test_case_mix():
     assert any(c["dims"][1] % 4 for c in cases if c["kind"] == "fc")
     assert {(c["dims"][1] // 4) % 2 for c in cases if c["kind"] == "fc"} == {0, 1}
     fc_themes = " ".join(c["theme"] for c in cases if c["kind"] == "fc")
-    assert all(t in fc_themes for t in ("left_shift", "dead_channel", "huge_bias"))
+    assert all(t in fc_themes for t in ("left_shift", "dead_channel", "huge_bias",
+                                        "big_right_shift"))
     assert any(c["s16"] for c in cases if c["kind"] == "fc")
     assert {c["x"].size % 2 for c in cases if c["kind"] == "add"} == {0, 1}
     dw = [c["g"] for c in cases if c["kind"] == "dw"]
@@ -576,7 +583,8 @@ def test_case_mix():
     assert {g["pad_left"] % 2 for g in ring} == {0, 1} and {g["in_w"] % 2 for g in ring} == {0, 1}
     assert {g["in_c"] % 4 for g in ring} == {0, 1, 2, 3} and any(g["in_c"] < 4 for g in ring)
     themes = " ".join(c["theme"] for c in cases)
-    for t in ("left_shift", "dead_channel", "huge_bias", "in place", "mean", "avg", "global"):
+    for t in ("left_shift", "dead_channel", "huge_bias", "big_right_shift", "in place", "mean", "avg",
+              "global"):
         assert themes.count(t) >= 3, t
     kinds = {c["kind"] for c in cases}
     assert {"max_pool", "avg_pool", "mean", "conv_pool", "add", "mul"} <= kinds
