@@ -251,15 +251,22 @@ static inline int32_t fc_requantize(int32_t acc, int32_t m, int32_t shift,
     return fc_requantize_general(acc, m, shift, offset);
 }
 
-/* Requantizes, clamps and stores output `index` (channel o). */
-static inline void fc_store_dsp(const k2m_quant_s8 *q, int32_t right_max,
-                                void *output, int32_t index, int32_t o,
-                                int32_t acc, int out_is_16bit)
+/* Requantizes, clamps and stores outputs index .. index + count - 1
+ * (channels o ..) from acc[0 .. count - 1]: one copy for every caller,
+ * its code being most of this file's. */
+static __attribute__((noinline))
+void fc_store_dsp(const k2m_quant_s8 *q, int32_t right_max, void *output,
+                  int32_t index, int32_t o, const int32_t *acc, int32_t count,
+                  int out_is_16bit)
 {
-    const int32_t y = fc_requantize(acc, q->multiplier[o], q->shift[o],
-                                    q->output_offset, right_max);
-    k2m_store_s8_s16(output, index, k2m_clamp_s32(y, q->act_min, q->act_max),
-                     out_is_16bit);
+    const int32_t *mult = q->multiplier + o, *shift = q->shift + o;
+    const int32_t offset = q->output_offset, lo = q->act_min, hi = q->act_max;
+    int32_t j;
+
+    for (j = 0; j < count; ++j) {
+        const int32_t y = fc_requantize(acc[j], mult[j], shift[j], offset, right_max);
+        k2m_store_s8_s16(output, index + j, k2m_clamp_s32(y, lo, hi), out_is_16bit);
+    }
 }
 
 static void fully_connected_s8_dsp(const k2m_fc_dims *d,
@@ -273,7 +280,7 @@ static void fully_connected_s8_dsp(const k2m_fc_dims *d,
     const int32_t n_out4 = n_out & ~3;
     const int32_t right_max = fc_rqs_right_max(q->output_offset);
     int32_t n = 0;  /* index of the first output of this batch row */
-    int32_t b, o, j;
+    int32_t b, o;
 
     for (b = 0; b < d->batches; ++b) {
         for (o = 0; o < n_out4; o += 4) {
@@ -285,21 +292,17 @@ static void fully_connected_s8_dsp(const k2m_fc_dims *d,
                 acc[3] = bias[o + 3];
             }
             fc_rows4_dsp(input, weights + o * n_in, n_in, q->input_offset, acc);
-            for (j = 0; j < 4; ++j) {
-                fc_store_dsp(q, right_max, output, n + o + j, o + j, acc[j], out_is_16bit);
-            }
+            fc_store_dsp(q, right_max, output, n + o, o, acc, 4, out_is_16bit);
         }
         for (; o < n_out; o += 2) {
             const int8_t *wa = weights + o * n_in;
             const int32_t two = o + 1 < n_out;
-            int32_t acc_a = bias != NULL ? bias[o] : 0;
-            int32_t acc_b = (two && bias != NULL) ? bias[o + 1] : 0;
+            int32_t acc[2];
+            acc[0] = bias != NULL ? bias[o] : 0;
+            acc[1] = (two && bias != NULL) ? bias[o + 1] : 0;
             fc_rows_dsp(input, wa, two ? wa + n_in : NULL, n_in,
-                        q->input_offset, &acc_a, &acc_b);
-            fc_store_dsp(q, right_max, output, n + o, o, acc_a, out_is_16bit);
-            if (two) {
-                fc_store_dsp(q, right_max, output, n + o + 1, o + 1, acc_b, out_is_16bit);
-            }
+                        q->input_offset, &acc[0], &acc[1]);
+            fc_store_dsp(q, right_max, output, n + o, o, acc, 1 + two, out_is_16bit);
         }
         input += n_in;
         n += n_out;
