@@ -158,11 +158,10 @@ def with_int8_weights(node, tin):
     q = node.attrs.get("int8", {})
     if node.op == "binary" and "const" in q:
         from .quantize import const_operand
-        values, tc, func = const_operand(node)
-        assert np.array_equal(values, q["const"])
+        _, tc, func = const_operand(node)  # the constant's scale and the kernel's func
         out = copy.copy(node)
-        out.weights = {**node.weights,
-                       "const": tc.quant.scale * (values.astype(np.float64) - tc.quant.zero_point)}
+        out.weights = {**node.weights, "const": tc.quant.scale
+                       * (q["const"].astype(np.float64) - tc.quant.zero_point)}
         out.attrs = {**node.attrs, "func": func}
         return out
     if node.op not in ("conv2d", "depthwise_conv2d", "conv3d", "dense") or "kernel" not in q:
@@ -184,8 +183,8 @@ def own_errors(report, out_dir, samples, build_dir=None, model=None) -> list:
     steps (int16 outputs in steps 256 times theirs, the size of an int8
     one).  A conv or dense is evaluated with its int8 weights dequantized
     (a binary op with its int8 constant), so what is measured is the
-    kernel's arithmetic; the error of int8
-    weights themselves is the scheme's (TFLite's too).  Unlike layer_metrics, nothing upstream counts: a node whose
+    kernel's arithmetic; the error of int8 weights themselves is the
+    scheme's (TFLite's too).  Unlike layer_metrics, nothing upstream counts: a node whose
     float function magnifies small input differences (a normalization of
     three values, a division) is judged by its own arithmetic only.
     `model`: the folder already loaded with host.load(..., trace=True)."""
