@@ -17,8 +17,9 @@ it to float32 and int8, runs the C on the host and compares with Keras:
   (a normalization of nearly equal values);
 - int8: every node within INT8_NODE_STEPS of its output's quantization steps
   (plus, for a table read by int16, how far its 257 interpolated points are
-  from the function at worst: `table_error`) of its own float function evaluated on the int8 values its inputs hold in
-  the C (exporter.verify.own_errors; a conv's or dense's int8 weights and a
+  from the function at worst: `table_error`) of its own float function
+  evaluated on the int8 values its inputs hold in the C
+  (exporter.verify.own_errors; a conv's or dense's int8 weights and a
   binary op's int8 constant, dequantized): the kernels' arithmetic is checked,
   not how much a normalization or division magnifies upstream rounding,
   which TFLite's int8 shares; and, end to end, an RMSE within
