@@ -138,8 +138,9 @@ void k2m_depthwise_conv2d_f32(const k2m_window *g, float act_min, float act_max,
 /* ---- elementwise (k2m_elementwise.c) ---------------------------------
  * Add of two tensors of the same shape.  int8 follows TFLite: inputs
  * rescaled to a common scale with left_shift bits of headroom (20), summed,
- * the sum requantized to the output scale.  In place (output == input1)
- * is allowed. */
+ * the sum requantized to the output scale.  In place (output == input1,
+ * or output == input2) is allowed: each element is read before it is
+ * written. */
 typedef struct {
     int32_t input1_offset, input1_multiplier, input1_shift;
     int32_t input2_offset, input2_multiplier, input2_shift;
@@ -152,6 +153,30 @@ void k2m_add_s8(const k2m_add_s8_params *p, const int8_t *input1,
                 const int8_t *input2, int8_t *output, int32_t size);
 void k2m_add_f32(const float *input1, const float *input2, float *output,
                  int32_t size, float act_min, float act_max);
+/* A ResNet basic block, x + conv_b(conv_a(x)), row by row (k2m_stream.c):
+ * conv_a's output rows are kept only while conv_b reads them, conv_b's
+ * output one row at a time, and the add writes each row over x's, so
+ * neither conv's map is stored.  x (in_h x in_w x in_c, the add's first
+ * input: the exporter swaps the add's inputs if needed) is overwritten with
+ * the block's output, bit-identical to k2m_conv2d_s8, k2m_conv2d_s8 and
+ * k2m_add_s8 run unfused.  Valid when conv_b's output has x's shape, both
+ * convs have vertical dilation 1, every output row reads some input row,
+ * and no conv_a row still to be computed reads a row already written; the
+ * exporter's planner checks this.  scratch: K2M_CONV_PAIR_ADD_S8_SCRATCH_BYTES,
+ * 4-byte aligned (conv_b's k_h rows of conv_a's output, one output row, the
+ * convs' im2col columns), contents ignored on entry. */
+typedef struct {
+    const k2m_window *a, *b;
+    const k2m_quant_s8 *qa, *qb;
+    const int8_t *weights_a, *weights_b;
+    const int32_t *bias_a, *bias_b;
+    const k2m_add_s8_params *add;
+} k2m_conv_pair_add_s8_params;
+#define K2M_ALIGN4(n) (((n) + 3) & ~3)
+#define K2M_CONV_PAIR_ADD_S8_SCRATCH_BYTES(a, b) \
+    (K2M_ALIGN4((b)->k_h * (a)->out_w * (a)->out_c) + K2M_ALIGN4((a)->in_w * (a)->in_c) \
+     + K2M_MAX(K2M_CONV_S8_SCRATCH_BYTES(a), K2M_CONV_S8_SCRATCH_BYTES(b)))
+void k2m_conv_pair_add_s8(const k2m_conv_pair_add_s8_params *p, int8_t *x, int8_t *scratch);
 /* Subtract and Average are k2m_add_s8 with the second input's multiplier
  * negated, or the output multiplier halved.  Multiply requantizes the
  * product of the offset inputs; Maximum/Minimum compare both inputs after

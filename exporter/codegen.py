@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import ExportError, UnsupportedModelError
 from .ir import binary_shapes, check_matmul, check_norm, check_reduce
-from .planner import Plan, rnn_state_elements, scratch_name
+from .planner import Plan, rnn_state_elements, scratch_name, stream_name
 
 RUNTIME_DIR = "k2m_runtime"
 RUNTIME_ALWAYS = ["k2m.h", "k2m_math.h", "k2m_quantize.c"]
@@ -102,6 +102,7 @@ class Emitter:
         # Every identifier the model's files define, so a constant's name
         # (from a layer name C may not spell) never repeats one.
         self.names = {f"{prefix}_{n}" for n in RESERVED}
+        self.maps = trace_maps(graph, plan)
 
     def unique(self, base: str) -> str:
         name, k = base, 2
@@ -129,8 +130,8 @@ class Emitter:
 
     def tensor(self, name: str) -> str:
         ctype = TENSOR_CTYPES[self.g.tensors[name].dtype]
-        if name not in self.plan.offsets:  # a fused conv's map: trace builds only
-            return f"{self.p}_map"
+        if name in self.maps:  # a fused or streamed conv's map: trace builds only
+            return f"{self.p}_map + {self.maps[name]}" if self.maps[name] else f"{self.p}_map"
         ref = f"{self.p.upper()}_TENSOR({ctype}, {self.plan.offsets[name]})"
         return f"{ref} + t * {self.frame[name]}" if name in self.frame else ref
 
@@ -548,16 +549,45 @@ def c_ident(name: str) -> str:
     return out if out and not out[0].isdigit() else "_" + out
 
 
+def trace_maps(graph, plan: Plan) -> dict:
+    """tensor -> its offset in PREFIX_map, the maps normal builds never
+    store (a conv fused with its global pooling; a streamed block's two
+    convs, alive together), which trace builds compute unfused."""
+    maps = {graph.nodes[c].outputs[0]: 0 for c in plan.fused}
+    for a, (b, _) in plan.streams.items():
+        ya, yb = graph.nodes[a].outputs[0], graph.nodes[b].outputs[0]
+        maps[ya], maps[yb] = 0, (graph.tensors[ya].nbytes + 3) // 4 * 4
+    return maps
+
+
+def stream_step(graph, plan: Plan, em: Emitter, a: int, by_node: dict) -> dict:
+    """k2m_conv_pair_add_s8's arguments for the block streamed from node a:
+    both convs' as their unfused steps have them, the add's with the block
+    input first (its two halves swapped if the layer had it second; the sum
+    is the same)."""
+    b, c = (graph.nodes[i] for i in plan.streams[a])
+    x = graph.nodes[a].inputs[0]
+    params = [int(v) for v in c.attrs["int8"]["params"]]
+    if c.inputs[0] != x:
+        params[0:6] = params[3:6] + params[0:3]
+    return {"a": by_node[graph.nodes[a].name], "b": by_node[b.name],
+            "add": ", ".join(map(str, params)), "x": em.tensor(x),
+            "scratch": f"{em.p.upper()}_TENSOR(int8_t, {plan.offsets[stream_name(graph.nodes[a])]})"}
+
+
 def prepare(graph, plan: Plan, prefix: str, model_name: str) -> dict:
     """Everything the templates need; nothing is written yet."""
     em = Emitter(graph, plan, prefix)
     steps = [em.step(n) for n in graph.nodes if n.op not in NO_CODE]
     by_node = dict(zip((n.name for n in graph.nodes if n.op not in NO_CODE), steps))
-    map_bytes = 0
     for c, p in plan.fused.items():  # conv + global pooling (planner.global_pool_fusions)
         conv, pool = by_node[graph.nodes[c].name], by_node[graph.nodes[p].name]
         conv["pool"], pool["fused_away"] = pool, True
-        map_bytes = max(map_bytes, graph.tensors[graph.nodes[c].outputs[0]].nbytes)
+    for a, later in plan.streams.items():  # a residual block by rows (planner.stream_candidates)
+        by_node[graph.nodes[a].name]["stream"] = stream_step(graph, plan, em, a, by_node)
+        for i in later:
+            by_node[graph.nodes[i].name]["fused_away"] = True
+    map_bytes = max((off + graph.tensors[t].nbytes for t, off in em.maps.items()), default=0)
     int8 = graph.dtype == "int8"
 
     def boundary(names):
@@ -577,6 +607,8 @@ def prepare(graph, plan: Plan, prefix: str, model_name: str) -> dict:
         files = RUNTIME_FOR_OP.get(n.op, ())
         files = (files,) if isinstance(files, str) else files
         runtime.update(files if int8 else (FLOAT_FILES.get(f, f) for f in files))
+    if plan.streams:
+        runtime.add("k2m_stream.c")
     return {
         "input_type": input_types.pop() if len(input_types) == 1 else "void",
         "state_elements": em.state_elements,

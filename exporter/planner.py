@@ -50,6 +50,7 @@ class Plan:
     notes: list = field(default_factory=list)   # the planner's choices, for the report
     in_place: frozenset = frozenset()           # node indices written over their input
     fused: dict = field(default_factory=dict)   # conv node index -> fused pool node index
+    streams: dict = field(default_factory=dict)  # conv_a index -> (conv_b, add) streamed by rows
 
     def peak_step(self) -> int:
         return max(range(len(self.live_bytes)), key=self.live_bytes.__getitem__) if self.live_bytes else 0
@@ -130,6 +131,76 @@ def global_pool_fusions(graph) -> dict:
     return fused
 
 
+def _row_span(a: dict, r: int, in_h: int) -> tuple:
+    """The input rows [lo, hi] output row r of a window reads (k2m_stream.c's
+    row_span; vertical dilation 1)."""
+    first = r * a["strides"][0] - a["pad"][0]
+    return max(first, 0), min(first + a["kernel"][0] - 1, in_h - 1)
+
+
+def _streamable_rows(a: dict, b: dict) -> bool:
+    """k2m_conv_pair_add_s8's schedule, step by step: output row r of conv_b
+    computes the conv_a rows it still needs, then overwrites input row r.
+    Every row must read at least one row, and no conv_a row may read an
+    input row already overwritten."""
+    if a["dilation"][0] != 1 or b["dilation"][0] != 1:
+        return False
+    done = 0  # conv_a rows [0, done) computed
+    for r in range(b["out_hw"][0]):
+        lo, hi = _row_span(b, r, b["in_hw"][0])
+        if lo > hi:
+            return False
+        for j in range(done, hi + 1):
+            x_lo, x_hi = _row_span(a, j, a["in_hw"][0])
+            if x_lo > x_hi or x_lo < r:
+                return False
+        done = max(done, hi + 1)
+    return True
+
+
+def stream_candidates(graph) -> dict:
+    """conv_a index -> (conv_b index, add index) for each int8 ResNet basic
+    block x + conv_b(conv_a(x)), three consecutive nodes, that
+    k2m_conv_pair_add_s8 can run row by row: the convs' maps read only by
+    the next node, x read only by conv_a and the add, conv_b's output of
+    x's shape, a schedule `_streamable_rows` accepts."""
+    if graph.dtype != "int8":
+        return {}
+    found = {}
+    for i in range(len(graph.nodes) - 2):
+        a, b, c = graph.nodes[i:i + 3]
+        if (a.op, b.op, c.op) != ("conv2d", "conv2d", "add") or len(c.inputs) != 2:
+            continue
+        x, ya, yb = a.inputs[0], a.outputs[0], b.outputs[0]
+        tensors = [graph.tensors[t] for t in (x, ya, yb, c.outputs[0])]
+        if (b.inputs[0] != ya or sorted(c.inputs) != sorted([x, yb]) or x == yb
+                or any(n.attrs.get("frames") or "in_hw" not in n.attrs for n in (a, b))
+                or any(t.dtype != "int8" for t in tensors)
+                or {ya, yb, x} & set(graph.outputs)
+                or [id(n) for n in graph.consumers(ya)] != [id(b)]
+                or [id(n) for n in graph.consumers(yb)] != [id(c)]
+                or sorted(map(id, graph.consumers(x))) != sorted([id(a), id(c)])
+                or tensors[0].shape != tensors[2].shape or tensors[0].shape != tensors[3].shape
+                or tuple(b.attrs["out_hw"]) != tuple(a.attrs["in_hw"])
+                or tensors[0].nbytes != a.attrs["in_hw"][0] * a.attrs["in_hw"][1] * tensors[0].shape[-1]):
+            continue
+        if _streamable_rows(a.attrs, b.attrs):
+            found[i] = (i + 1, i + 2)
+    return found
+
+
+def stream_scratch_bytes(graph, a, b) -> tuple:
+    """(K2M_CONV_PAIR_ADD_S8_SCRATCH_BYTES, the im2col columns' offset in it)."""
+    row_a = a.attrs["out_hw"][1] * graph.tensors[a.outputs[0]].shape[-1]
+    row_x = a.attrs["in_hw"][1] * graph.tensors[a.inputs[0]].shape[-1]
+    cols = _align(b.attrs["kernel"][0] * row_a) + _align(row_x)
+    return cols + max(scratch_bytes(graph, a), scratch_bytes(graph, b)), cols
+
+
+def stream_name(node) -> str:
+    return node.name + "/stream"
+
+
 def scratch_name(node) -> str:
     return node.name + "/scratch"  # '/' never appears in a tensor name
 
@@ -170,36 +241,62 @@ def overlap(graph, node) -> int | None:
 
 
 def plan(graph) -> Plan:
-    """The arena plan.  Each sliding-window node that could write over its
-    input (`overlap`) is taken in place only where that makes the arena no
-    larger: an overlap chains the two tensors into one buffer, which can
-    cost more than two the greedy placement arranges freely, and a chain of
-    them (depthwise / pointwise pairs) only pays as a whole.  So: none and
-    all of them, then each one toggled from the better, then each one added
-    to none; the smallest arena wins."""
+    """The arena plan: the in-place choice (`_best_in_place`) without
+    streaming residual blocks, and with every block `stream_candidates`
+    finds streamed, then each stream given up again where the arena stays
+    as small (a streamed block costs a conv call per row); the smallest
+    arena wins, the unstreamed plan on a tie."""
     fused = global_pool_fusions(graph)
+    best = _best_in_place(graph, fused, {})
+    streams = stream_candidates(graph)
+    if not streams:
+        return best
+    trial = _best_in_place(graph, fused, streams)
+    if trial.arena_bytes >= best.arena_bytes:
+        return best
+    for i in sorted(streams):
+        fewer = {k: v for k, v in trial.streams.items() if k != i}
+        if i in trial.streams:
+            other = _best_in_place(graph, fused, fewer)
+            if other.arena_bytes <= trial.arena_bytes:
+                trial = other
+    return trial
+
+
+def _best_in_place(graph, fused: dict, streams: dict) -> Plan:
+    """Each sliding-window node that could write over its input (`overlap`)
+    is taken in place only where that makes the arena no larger: an
+    overlap chains the two tensors into one buffer, which can cost more
+    than two the greedy placement arranges freely, and a chain of them
+    (depthwise / pointwise pairs) only pays as a whole.  So: none and all of
+    them, then each one toggled from the better, then each one added to
+    none; the smallest arena wins."""
+    streamed = {i for a, (b, _) in streams.items() for i in (a, b)}
     candidates = [i for i, n in enumerate(graph.nodes) if overlap(graph, n) is not None
-                  and i not in fused and i not in fused.values()]
-    best = min((_plan(graph, frozenset(), fused), _plan(graph, frozenset(candidates), fused)),
+                  and i not in fused and i not in fused.values() and i not in streamed]
+    best = min((_plan(graph, frozenset(), fused, streams),
+                _plan(graph, frozenset(candidates), fused, streams)),
                key=lambda p: p.arena_bytes)
     for i in candidates:
-        trial = _plan(graph, best.in_place ^ {i}, fused)
+        trial = _plan(graph, best.in_place ^ {i}, fused, streams)
         if trial.arena_bytes < best.arena_bytes:
             best = trial
-    grown = _plan(graph, frozenset(), fused)
+    grown = _plan(graph, frozenset(), fused, streams)
     for i in candidates:
-        trial = _plan(graph, grown.in_place | {i}, fused)
+        trial = _plan(graph, grown.in_place | {i}, fused, streams)
         if trial.arena_bytes <= grown.arena_bytes:
             grown = trial
     return grown if grown.arena_bytes < best.arena_bytes else best
 
 
-def _plan(graph, in_place: frozenset, fused: dict) -> Plan:
+def _plan(graph, in_place: frozenset, fused: dict, streams: dict) -> Plan:
     """Tensors that share memory (aliases, elementwise in place, the nodes
-    in `in_place` over their input) form a group with fixed offsets inside
-    it; each group, and each kernel's scratch, is placed at the lowest
-    offset where none of its tensors overlaps a placed tensor alive at the
-    same time (a group's dead members free their bytes for others)."""
+    in `in_place` over their input, a streamed block's output over its
+    input) form a group with fixed offsets inside it; each group, and each
+    kernel's scratch, is placed at the lowest offset where none of its
+    tensors overlaps a placed tensor alive at the same time (a group's dead
+    members free their bytes for others).  A streamed block's two conv maps
+    get no memory; its scratch is alive for its three nodes."""
     steps = len(graph.nodes)
     last_read = {}
     for i, node in enumerate(graph.nodes):
@@ -223,10 +320,22 @@ def _plan(graph, in_place: frozenset, fused: dict) -> Plan:
     for c, p in fused.items():
         notes.append(f"{graph.nodes[c].layer}: conv2d and {graph.nodes[p].layer} "
                      f"({graph.nodes[p].op}) fused, the conv's map is not stored")
+    streamed, skipped = {}, set()
     for i, node in enumerate(graph.nodes):
         src, out = node.inputs[0], node.outputs[0]
         born[out] = i
-        if i in fused:
+        if i in streams and dies_here(src, streams[i][1]):
+            streamed[i] = streams[i]
+            skipped.update(streams[i])
+            b, c = (graph.nodes[k] for k in streams[i])
+            notes.append(f"{node.layer}, {b.layer}, {c.layer}: conv2d, conv2d and add streamed "
+                         f"row by row over the block input, neither conv's map is stored")
+        if i in fused or i in streamed:
+            continue
+        if i in skipped:  # conv_b (no map), or the add: its output over the block input
+            if node.op == "add":
+                x = graph.nodes[next(k for k, v in streamed.items() if i in v)].inputs[0]
+                group[out], rel[out] = group[x], rel[x]
             continue
         if i in pools:  # written by the fused conv, at its step
             born[out] = pools[i]
@@ -252,8 +361,12 @@ def _plan(graph, in_place: frozenset, fused: dict) -> Plan:
             m.offset = rel[m.name] - low   # offset inside the group, for now
     for i, node in enumerate(graph.nodes):
         size = scratch_bytes(graph, node, i in fused)
-        if size:
+        if size and i not in streamed and i not in skipped:
             units[scratch_name(node)] = [Buffer(scratch_name(node), _align(size), i, i, [], 0)]
+    for i, (b, c) in streamed.items():
+        size, _ = stream_scratch_bytes(graph, graph.nodes[i], graph.nodes[b])
+        name = stream_name(graph.nodes[i])
+        units[name] = [Buffer(name, _align(size), i, c, [], 0)]
 
     placed: list = []
     order = sorted(units.values(), key=lambda ms: (-max(m.size for m in ms),
@@ -282,5 +395,9 @@ def _plan(graph, in_place: frozenset, fused: dict) -> Plan:
             end = max(end, hi)
         live.append(used)
     offsets = {b.name: b.offset for b in placed}
+    for i, (b, _) in streamed.items():  # the convs' im2col columns, inside the block's scratch
+        a, b = graph.nodes[i], graph.nodes[b]
+        cols = offsets[stream_name(a)] + stream_scratch_bytes(graph, a, b)[1]
+        offsets[scratch_name(a)] = offsets[scratch_name(b)] = cols
     return Plan(offsets, max(arena, ALIGN), live, sorted(placed, key=lambda b: b.offset), notes,
-                in_place, fused)
+                in_place, fused, streamed)

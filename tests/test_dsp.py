@@ -32,7 +32,12 @@ Cases, by kernel path:
   negated multiplier), mul;
 - in place: conv, depthwise and pool cases whose input starts D bytes after
   the output in one buffer, D as the exporter's planner computes it
-  (exporter.planner.overlap) - the kernels' part of the in-place contract.
+  (exporter.planner.overlap) - the kernels' part of the in-place contract;
+- a residual block streamed by rows (k2m_conv_pair_add_s8, in place over
+  its input): geometries the planner accepts (exporter.planner's
+  _streamable_rows) with 'same', explicit and uneven padding, even
+  kernels, a strided or dilated first conv along the width, odd widths
+  and channel counts, 1-row maps; scratch as the planner sizes it.
 
 The int8 SimpleRNN / LSTM / GRU kernels get a program of their own (random
 shapes with odd and small features and units, every flag combination, GRU
@@ -73,10 +78,11 @@ APT = "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
 SEED = 20240611
 N_CONV_S8, N_CONV_S16, N_FC, N_FC_S16, N_DW = 100, 60, 70, 30, 90
 N_FIRST, N_RING, N_POOL, N_CONV_POOL, N_ADD, N_MUL = 30, 70, 60, 24, 24, 12
+N_PAIR = 48  # k2m_conv_pair_add_s8: a residual block streamed by rows
 INT32_MIN = -(2**31)
 GUARD = 16  # guard elements after every output and scratch buffer
 KERNEL_SOURCES = ("k2m_conv.c", "k2m_fully_connected.c", "k2m_depthwise.c", "k2m_pool.c",
-                  "k2m_elementwise.c")
+                  "k2m_elementwise.c", "k2m_stream.c")
 WINDOW_FIELDS = ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "k_w",
                  "stride_h", "stride_w", "dil_h", "dil_w", "pad_top", "pad_left")
 
@@ -331,6 +337,75 @@ def _dw_case(rng, theme, g):
                 x=x, w=w, bias=bias, y=y)
 
 
+def _pair_axis(rng, n, horizontal):
+    """One axis of a streamed pair: conv_a's (k, stride, dilation, pad
+    before, out) and conv_b's (k, pad before), conv_b's output n long again."""
+    while True:
+        ka, kb = (int(rng.choice([1, 2, 3, 3, 3, 5])) for _ in range(2))
+        sa = 2 if horizontal and rng.integers(4) == 0 else 1
+        da = 2 if horizontal and ka > 1 and rng.integers(5) == 0 else 1
+        keff = (ka - 1) * da + 1
+        before, after = (int(rng.integers(0, keff)) for _ in range(2))
+        na = (n + before + after - keff) // sa + 1
+        total = n - na + kb - 1  # conv_b's padding, before + after
+        if na >= 1 and 0 <= total <= 2 * (kb - 1):
+            return (ka, sa, da, before, na), (kb, int(rng.integers(0, total + 1)))
+
+
+def _attrs(g):
+    """exporter IR attrs of a test window."""
+    return dict(kernel=(g["k_h"], g["k_w"]), strides=(g["stride_h"], g["stride_w"]),
+                dilation=(g["dil_h"], g["dil_w"]), pad=(g["pad_top"], g["pad_left"]),
+                in_hw=(g["in_h"], g["in_w"]), out_hw=(g["out_h"], g["out_w"]))
+
+
+def planner_pair_scratch(ga, gb):
+    """exporter.planner.stream_scratch_bytes for this pair (the arena bytes
+    the exporter gives k2m_conv_pair_add_s8)."""
+    graph = Graph("case", dtype="int8")
+    for t, shape in (("x", (ga["in_h"], ga["in_w"], ga["in_c"])),
+                     ("ya", (ga["out_h"], ga["out_w"], ga["out_c"])), ("yb", (gb["out_h"], gb["out_w"], gb["out_c"]))):
+        graph.tensors[t] = Tensor(t, shape, "int8")
+    a = Node("a", "conv2d", ["x"], ["ya"], attrs=_attrs(ga))
+    b = Node("b", "conv2d", ["ya"], ["yb"], attrs=_attrs(gb))
+    return planner.stream_scratch_bytes(graph, a, b)[0]
+
+
+def pair_case(rng, i):
+    """x + conv_b(conv_a(x)) in a geometry k2m_conv_pair_add_s8 takes; every
+    fourth case ResNet-8's own (3x3 'same', 16 channels)."""
+    while True:
+        h, w = int(rng.integers(1, 9)), int(rng.integers(1, 10))
+        c, m = (int(rng.choice([1, 2, 3, 4, 5, 8, 16])) for _ in range(2))
+        if i % 4 == 0:
+            h, w, c, m = int(rng.integers(3, 9)), int(rng.integers(3, 10)), 16, 16
+            va, vb = (3, 1, 1, 1, h), (3, 1)
+            ua, ub = (3, 1, 1, 1, w), (3, 1)
+        else:
+            va, vb = _pair_axis(rng, h, False)
+            ua, ub = _pair_axis(rng, w, True)
+        ga = dict(in_h=h, in_w=w, in_c=c, out_h=va[4], out_w=ua[4], out_c=m, k_h=va[0], k_w=ua[0],
+                  stride_h=va[1], stride_w=ua[1], dil_h=1, dil_w=ua[2], pad_top=va[3], pad_left=ua[3])
+        gb = dict(in_h=va[4], in_w=ua[4], in_c=m, out_h=h, out_w=w, out_c=c, k_h=vb[0], k_w=ub[0],
+                  stride_h=1, stride_w=1, dil_h=1, dil_w=1, pad_top=vb[1], pad_left=ub[1])
+        if planner._streamable_rows(_attrs(ga), _attrs(gb)):
+            break
+    qa = random_quant(rng, m, ga["k_h"] * ga["k_w"] * c, False)
+    qb = random_quant(rng, c, gb["k_h"] * gb["k_w"] * m, False)
+    x = rng.integers(-128, 128, (h, w, c)).astype(np.int8)
+    wa = rng.integers(-127, 128, (m, ga["k_h"], ga["k_w"], c)).astype(np.int8)
+    wb = rng.integers(-127, 128, (c, gb["k_h"], gb["k_w"], m)).astype(np.int8)
+    ba = None if rng.integers(6) == 0 else rng.integers(-2**16, 2**16, m).astype(np.int32)
+    bb = None if rng.integers(6) == 0 else rng.integers(-2**16, 2**16, c).astype(np.int32)
+    extra = [quant_extras(rng, qa, ba), quant_extras(rng, qb, bb)]
+    p = add_params(rng, i)
+    ya = ref.conv2d_s8(ga, qa, x, wa, ba)
+    y = ref.add_s8(p, x, ref.conv2d_s8(gb, qb, ya, wb, bb))
+    return dict(kind="pair", s16=False, theme=" ".join(["pair"] + [e for e in extra if e]),
+                ga=ga, gb=gb, qa=qa, qb=qb, wa=wa, wb=wb, ba=ba, bb=bb, p=p, x=x, y=y,
+                scratch=planner_pair_scratch(ga, gb))
+
+
 def make_cases():
     rng = np.random.default_rng(SEED)
     cases = []
@@ -397,6 +472,7 @@ def make_cases():
             if d is not None:
                 c["inplace"] = d
                 c["theme"] += " in place"
+    cases += [pair_case(rng, i) for i in range(N_PAIR)]
     return cases
 
 
@@ -429,14 +505,15 @@ def scratch_bytes(c):
     g = c.get("g")
     return {"conv": lambda: ref.conv_s8_scratch_bytes(g),
             "conv_pool": lambda: ref.conv_pool_s8_scratch_bytes(g),
-            "dw": lambda: ref.depthwise_s8_scratch_bytes(g)}.get(c["kind"], lambda: 0)()
+            "dw": lambda: ref.depthwise_s8_scratch_bytes(g),
+            "pair": lambda: c["scratch"]}.get(c["kind"], lambda: 0)()
 
 
 def case_bytes(c):
     """Bytes of the output buffer the case needs: the output, or in place
     the span of input and output."""
     out = int(np.asarray(c["y"]).size) * (2 if c["s16"] else 1)
-    if c.get("inplace") is None:
+    if c.get("inplace") is None or c["kind"] == "pair":
         return out
     return max(out, c["inplace"] + c["x"].size)
 
@@ -482,7 +559,9 @@ def c_program(cases):
         out = "(int16_t *)(void *)out_buf" if c["s16"] else "(int8_t *)(void *)out_buf"
         scratch = "(int16_t *)(void *)scratch_buf" if scr else "NULL"
         kind = c["kind"]
-        if kind == "conv":
+        if kind == "pair":  # in place over its input
+            lines += pair_call(i, c, src)
+        elif kind == "conv":
             fn = "k2m_conv2d_s8_s16" if c["s16"] else "k2m_conv2d_s8"
             lines.append(f"        {fn}(&g, &q{i}, {x}, w{i}, {bias}, {out}, {scratch});")
         elif kind == "conv_pool":
@@ -520,6 +599,28 @@ def c_program(cases):
         body.append("\n".join(lines))
     src.append("\nint main(void)\n{\n" + "\n".join(body) + '\n    printf("done\\n");\n    return 0;\n}\n')
     return "".join(src)
+
+
+def pair_call(i, c, src):
+    """The C lines of a k2m_conv_pair_add_s8 case (its arrays into src)."""
+    lines = []
+    for k in ("a", "b"):
+        q, g = c["q" + k], c["g" + k]
+        src.append(_arr(f"m_q{k}{i}", "int32_t", q["multiplier"]))
+        src.append(_arr(f"s_q{k}{i}", "int32_t", q["shift"]))
+        src.append(_arr(f"w{k}{i}", "int8_t", c["w" + k]))
+        if c["b" + k] is not None:
+            src.append(_arr(f"b{k}{i}", "int32_t", c["b" + k]))
+        lines += ["        " + _quant(f"q{k}{i}", q),
+                  f"        const k2m_window g{k} = {{{', '.join(str(g[f]) for f in WINDOW_FIELDS)}}};"]
+    bias = [f"b{k}{i}" if c["b" + k] is not None else "NULL" for k in ("a", "b")]
+    p = c["p"]
+    return lines + [
+        "        const k2m_add_s8_params p = {" + ", ".join(str(int(p[f])) for f in ref.ADD_FIELDS) + "};",
+        f"        const k2m_conv_pair_add_s8_params sp = {{&ga, &gb, &qa{i}, &qb{i}, wa{i}, wb{i}, "
+        f"{bias[0]}, {bias[1]}, &p}};",
+        f"        memcpy(out_buf, x{i}, sizeof x{i});",
+        "        k2m_conv_pair_add_s8(&sp, (int8_t *)(void *)out_buf, (int8_t *)(void *)scratch_buf);"]
 
 
 def run_m4(m4run, src, portable, opt="2", sources=KERNEL_SOURCES):
@@ -592,6 +693,14 @@ def test_case_mix():
     assert {"conv", "dw", "max_pool", "avg_pool", "add"} <= inplace
     assert any(c.get("inplace") and c["kind"] == "dw" and ref.depthwise_s8_scratch_bytes(c["g"])
                for c in cases)
+    pairs = [c for c in cases if c["kind"] == "pair"]
+    assert len(pairs) == N_PAIR
+    assert any(c["ga"]["stride_w"] == 2 for c in pairs) and any(c["ga"]["dil_w"] == 2 for c in pairs)
+    assert any(c["ga"]["k_h"] % 2 == 0 or c["gb"]["k_h"] % 2 == 0 for c in pairs)
+    assert any(c["ga"]["out_h"] != c["ga"]["in_h"] for c in pairs)  # explicit padding
+    assert any(c["ga"]["in_h"] == 1 for c in pairs) and any(c["ga"]["in_w"] % 2 for c in pairs)
+    pair_themes = " ".join(c["theme"] for c in pairs)
+    assert "left_shift" in pair_themes and "dead_channel" in pair_themes
     # the requantization must not saturate everything
     inside = [((np.asarray(c["y"]) > c["q"]["act_min"]) & (np.asarray(c["y"]) < c["q"]["act_max"])).mean()
               for c in cases if "q" in c]

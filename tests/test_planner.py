@@ -7,8 +7,13 @@ their input, the last conv fused with its pooling) and with every such
 choice switched off.  The two C models must give the same outputs bit for
 bit - on the host (the portable loops; int8 and float32) and on the emulated
 Cortex-M4 (the DSP loops, int8) - and the chosen plan must be smaller and
-say what it chose.  tests/test_dsp.py holds the kernels to the overlap the
-planner computes, shape by shape.
+say what it chose.  The same for a model of two ResNet basic blocks
+(x + conv(conv(x)), the add's inputs in both orders, 3x3 / 3x3 and 3x3 /
+5x5 convs, odd map sizes), which the int8 plan streams row by row
+(k2m_conv_pair_add_s8): against the plain plan and against the trace build,
+which runs the blocks' layers unfused.  tests/test_dsp.py holds the kernels
+to the overlap and the streamed geometries the planner accepts, shape by
+shape.
 """
 from __future__ import annotations
 
@@ -22,8 +27,8 @@ from exporter import export_model, host, planner, report_html
 
 
 def plain_plan(graph):
-    """The plan without in-place windows or fused pooling."""
-    return planner._plan(graph, frozenset(), {})
+    """The plan without in-place windows, fused pooling or streamed blocks."""
+    return planner._plan(graph, frozenset(), {}, {})
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +99,80 @@ def test_chosen_plan_gives_the_same_bits_on_the_m4(sep_model, tmp_path, monkeypa
     plain_m4 = target.run_on_qemu(tmp_path / "plain", raw, build_dir=tmp_path / "q2")
     np.testing.assert_array_equal(on_m4, plain_m4)
     np.testing.assert_array_equal(on_m4, c.invoke(raw))  # QEMU equals host
+
+
+@pytest.fixture(scope="module")
+def resnet_model(keras, tmp_path_factory):
+    """Two basic blocks as keras.io's ResNet examples build them."""
+    keras.utils.set_random_seed(2)
+    L = keras.layers
+    inp = keras.Input((15, 13, 3))
+    x = L.Conv2D(6, 3, padding="same", activation="relu")(inp)
+    y = L.Conv2D(10, 3, padding="same", activation="relu")(x)
+    y = L.Conv2D(6, 3, padding="same")(y)
+    x = L.ReLU()(L.Add()([x, y]))
+    y = L.Conv2D(10, 3, padding="same", activation="relu")(x)
+    y = L.Conv2D(6, 5, padding="same")(y)
+    x = L.Add()([y, x])                        # the block input second
+    out = L.Dense(4)(L.GlobalAveragePooling2D()(x))
+    m = keras.Model(inp, out)
+    for layer in m.layers:
+        w = layer.get_weights()
+        if w:
+            layer.set_weights([v * 2 if v.ndim > 1 else v + 0.05 for v in w])
+    path = tmp_path_factory.mktemp("resnet") / "resnet.keras"
+    m.save(path)
+    return path, np.random.default_rng(3).uniform(-1, 1, (40, 15, 13, 3)).astype(np.float32)
+
+
+def test_streamed_blocks_give_the_same_bits_on_the_host(resnet_model, tmp_path, monkeypatch):
+    path, x = resnet_model
+    chosen, plain = export_both(path, x, tmp_path, monkeypatch, "int8")
+    streamed = [n for n in chosen.planner if "streamed row by row" in n]
+    assert len(streamed) == 2, chosen.planner
+    # the blocks' peak: the input and the first conv's map; streamed, one map's rows
+    no_streams = planner._best_in_place(chosen.graph, planner.global_pool_fusions(chosen.graph), {})
+    assert chosen.arena_bytes < no_streams.arena_bytes < plain.arena_bytes
+    a = host.load(tmp_path / "chosen", build_dir=tmp_path / "b1").predict(x)
+    b = host.load(tmp_path / "plain", build_dir=tmp_path / "b2").predict(x)
+    t = host.load(tmp_path / "chosen", build_dir=tmp_path / "b3", trace=True).predict(x)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, t)   # the trace build runs the layers unfused
+    assert np.ptp(a, axis=0).min() > 0    # the outputs move with the input
+    print(f"arena {plain.arena_bytes} (plain) -> {no_streams.arena_bytes} (in place) -> "
+          f"{chosen.arena_bytes} B (streamed)")
+
+
+def test_streamed_blocks_give_the_same_bits_on_the_m4(resnet_model, tmp_path, monkeypatch):
+    from exporter import target
+    require_tool("arm-none-eabi-gcc", "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi")
+    require_tool("qemu-system-arm", "apt-get install qemu-system-arm")
+    path, x = resnet_model
+    export_both(path, x, tmp_path, monkeypatch, "int8")
+    c = host.load(tmp_path / "chosen", build_dir=tmp_path / "b1")
+    raw = np.clip(np.floor(x / c.input_scale + 0.5) + c.input_zero_point, -128, 127).astype(np.int8)
+    on_m4 = target.run_on_qemu(tmp_path / "chosen", raw, build_dir=tmp_path / "q1")
+    np.testing.assert_array_equal(on_m4, target.run_on_qemu(tmp_path / "plain", raw,
+                                                            build_dir=tmp_path / "q2"))
+    np.testing.assert_array_equal(on_m4, c.invoke(raw))
+
+
+@pytest.mark.parametrize("case", ["input_read_elsewhere", "rows_overwritten_too_soon"])
+def test_blocks_that_cannot_stream_are_not_streamed(keras, tmp_path, case):
+    """x read by a third layer must survive the block; a 5x5 conv_a before
+    a 1x1 conv_b would read two input rows the add has already
+    overwritten: neither is streamed."""
+    L = keras.layers
+    inp = keras.Input((9, 7, 4))
+    x = L.Conv2D(4, 3, padding="same")(inp)
+    if case == "input_read_elsewhere":
+        y = L.Conv2D(4, 3, padding="same")(L.Conv2D(4, 3, padding="same")(x))
+        out = L.Concatenate()([L.Add()([x, y]), x])
+    else:
+        y = L.Conv2D(4, 1)(L.Conv2D(8, 5, padding="same")(x))
+        out = L.Add()([x, y])
+    keras.Model(inp, out).save(tmp_path / "m.keras")
+    xs = np.random.default_rng(0).uniform(-1, 1, (8, 9, 7, 4)).astype(np.float32)
+    r = export_model(tmp_path / "m.keras", tmp_path / "out", calibration_data=xs, target="host")
+    assert not planner.stream_candidates(r.graph)
+    assert not any("streamed" in n for n in r.planner)
