@@ -37,6 +37,11 @@ Anything else — an exit-0 mismatch, an internal error, a refusal that names
 nothing — is a failure, reported with the graph's source.
 
     python tests/graph_fuzz.py --count 5000 --seed 1    # the counts per outcome
+
+With --blocks the grammar also has ResNet basic blocks (x + conv(conv(x)),
+which the int8 plan may stream row by row): then the plain build's outputs
+must equal the trace build's (which runs the blocks' layers unfused) bit
+for bit, and "(streamed)" counts the graphs that streamed one.
 """
 from __future__ import annotations
 
@@ -93,8 +98,9 @@ def namespace():
 class Generator:
     """Grows a graph one line at a time; a line Keras rejects is undone."""
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, blocks: bool = False):
         self.rng = np.random.default_rng(seed)
+        self.blocks = blocks  # ResNet basic blocks in the grammar (--blocks)
         self.ns = namespace()
         self.prog = Program()
         self.pool: list = []
@@ -241,6 +247,18 @@ class Generator:
             ]
         return steps
 
+    def block_step(self, t: Tensor) -> str:
+        """A ResNet basic block over an image tensor: x + conv(conv(x)), the
+        add's inputs in either order (--blocks)."""
+        n, c = self.name, t.shape[-1]
+        # activations the convs fuse (a separate activation node breaks the
+        # block); kernels that stream (3x3 -> 3x3, 1x1 -> 5x5) and that cannot (3x3 -> 1x1)
+        conv = (f"L.Conv2D({c}, {self.pick([1, 3, 3, 5])}, padding='same', "
+                f"activation='{self.pick(['linear', 'relu'])}', name='{n()}')("
+                f"L.Conv2D({int(self.rng.integers(2, 17))}, {self.pick([1, 3, 3])}, "
+                f"padding='same', activation='{self.pick(['relu', 'relu6', 'linear'])}', name='{n()}')({{x}}))")
+        return self.pick([f"L.Add(name='{n()}')([{{x}}, {conv}])", f"L.Add(name='{n()}')([{conv}, {{x}}])"])
+
     def binary_step(self):
         """Two pool tensors that broadcast, merged by a layer or an op."""
         pairs = [(a, b) for a in self.pool for b in self.pool if a is not b and broadcasts(a.shape, b.shape)]
@@ -278,7 +296,10 @@ class Generator:
             return self.nested(x)
         if kind < 0.34:
             return self.shared(x)
-        template = self.pick(self.unary_steps(x))
+        if self.blocks and len(x.shape) == 3 and self.rng.random() < 0.5:
+            template = self.block_step(x)
+        else:
+            template = self.pick(self.unary_steps(x))
         return self.emit(f"{var} = " + template.replace("{x}", x.var), var) is not None
 
     def nested(self, x: Tensor) -> bool:
@@ -376,8 +397,8 @@ def broadcasts(a, b) -> bool:
     return int(np.prod(out)) <= 4096
 
 
-def generate(seed: int) -> str:
-    return Generator(seed).generate().source()
+def generate(seed: int, blocks: bool = False) -> str:
+    return Generator(seed, blocks).generate().source()
 
 
 def build(source: str, seed: int):
@@ -402,6 +423,7 @@ class Outcome:
     status: str          # match | refused | failure
     detail: str = ""
     construct: str = ""
+    streamed: bool = False  # the int8 plan ran a residual block row by row
 
 
 def node_names(model) -> set:
@@ -557,24 +579,33 @@ def check(source: str, folder: Path, seed: int = 0) -> Outcome:
                     return Outcome("failure", f"int8 node {row['tensor']} ({row['op']}): "
                                               f"{row['max_steps']:.2f} steps off its own float "
                                               f"function")
+            streamed = any("streamed row by row" in note for note in report.planner)
+            if streamed:  # the trace build runs the blocks' layers unfused; the plain build streams
+                plain = host.load(out).predict_multi(test)
+                if any(not np.array_equal(a, b) for a, b in zip(plain, m.predict_multi(test))):
+                    return Outcome("failure", "int8: the streamed residual block's outputs differ "
+                                              "from its layers run unfused", streamed=True)
             if ill:
-                return Outcome("ill-conditioned", ill)
+                return Outcome("ill-conditioned", ill, streamed=streamed)
+            return Outcome("match", streamed=streamed)
     return Outcome("match")
 
 
-def run(count: int, seed: int, folder: Path, verbose=False, stop_on_failure=False):
+def run(count: int, seed: int, folder: Path, verbose=False, stop_on_failure=False,
+        blocks=False):
     counts = collections.Counter()
     refusals = collections.Counter()
     failures = []
     started = time.monotonic()
     for k in range(count):
         s = seed * 1_000_003 + k
-        source = generate(s)
+        source = generate(s, blocks)
         try:
             out = check(source, folder / f"g{k}", s)
         except Exception as e:  # building or saving the graph itself failed
             out = Outcome("failure", f"harness: {type(e).__name__}: {e}")
         counts[out.status] += 1
+        counts["(streamed)"] += out.streamed
         if out.status == "refused":
             refusals[out.construct] += 1
         if out.status == "failure":
@@ -592,10 +623,13 @@ def main(argv=None) -> int:
     ap.add_argument("--count", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--blocks", action="store_true",
+                    help="add ResNet basic blocks x + conv(conv(x)) to the grammar")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     with tempfile.TemporaryDirectory() as tmp:
-        counts, refusals, failures, secs = run(args.count, args.seed, Path(tmp), args.verbose)
+        counts, refusals, failures, secs = run(args.count, args.seed, Path(tmp), args.verbose,
+                                               blocks=args.blocks)
     print(f"{args.count} graphs (seed {args.seed}) in {secs:.0f} s: "
           + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     for construct, n in refusals.most_common():
