@@ -176,3 +176,19 @@ def test_blocks_that_cannot_stream_are_not_streamed(keras, tmp_path, case):
     r = export_model(tmp_path / "m.keras", tmp_path / "out", calibration_data=xs, target="host")
     assert not planner.stream_candidates(r.graph)
     assert not any("streamed" in n for n in r.planner)
+
+
+def test_streamed_blocks_stack_is_bounded(resnet_model, tmp_path, monkeypatch):
+    """The row loop calls the conv kernel one level deeper: the static stack
+    bound (test_stack.py's 1024 B) still holds, and its worst path runs
+    through the block."""
+    from exporter.stack import stack_usage
+    require_tool("arm-none-eabi-gcc", "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi")
+    path, x = resnet_model
+    export_both(path, x, tmp_path, monkeypatch, "int8")
+    r = stack_usage(tmp_path / "chosen")
+    assert r["bounded"] and not r["unknown"] and not r["dynamic"] and not r["recursive"]
+    assert "k2m_conv_pair_add_s8" in r["entries"]["invoke"]["path"]
+    assert set(r["external"]) <= {"memcpy", "memmove", "memset"}
+    assert 0 < r["invoke"] <= 1024  # tests/test_stack.py's STACK_BOUND
+    print(f"stack: {r['invoke']} B via {' -> '.join(r['entries']['invoke']['path'])}")
