@@ -103,6 +103,10 @@ CONST_OPS = {
     "power_square": lambda ops, x: x ** 2,
     "chain": lambda ops, x: ops.sqrt(ops.square(x) + 1.0) - 1.0,
     "clip": lambda ops, x: ops.clip(x, -0.5, 0.75),
+    # two clamps fused into the conv: overlapping, and disjoint (the last
+    # one's bound everywhere: 0.2, not the first's -0.3; fuzz seed 602002205)
+    "clamps_overlapping": lambda ops, x: ops.clip(ops.maximum(x, -0.5), -1.0, 0.5),
+    "clamps_disjoint": lambda ops, x: ops.clip(ops.minimum(x, -0.3), 0.2, 0.9),
     "negative_abs": lambda ops, x: -ops.abs(x),
 }
 

@@ -12,12 +12,17 @@ FUSES_INTO = {"conv2d", "depthwise_conv2d", "conv3d", "dense", "max_pool", "avg_
 
 
 def merge_clamps(a, b):
-    """clamp(clamp(x, a), b) as one clamp: the tighter bound on each side."""
-    lo = max((x for x in (a[0], b[0]) if x is not None), default=None)
-    hi = min((x for x in (a[1], b[1]) if x is not None), default=None)
-    if lo is not None and hi is not None and lo > hi:
-        lo = hi  # clip(lo > hi) gives hi everywhere
-    return lo, hi
+    """clamp(clamp(x, a), b), a applied first, as one clamp: a's bounds
+    clamped into b's (None: unbounded).  Where the ranges overlap that is
+    the tighter bound on each side; where they do not, the output is b's
+    bound nearest a's range everywhere (b comes last), e.g.
+    clip(min(x, -1.4), -0.4, 0.3) is -0.4."""
+    def into_b(v, unbounded):
+        if v is None:
+            return unbounded
+        v = v if b[0] is None else max(v, b[0])
+        return v if b[1] is None else min(v, b[1])
+    return into_b(a[0], b[0]), into_b(a[1], b[1])
 
 
 def fuse_activations(graph) -> bool:
