@@ -56,6 +56,7 @@ void t_rq_apply(const int32_t *acc, const int32_t *m, const int32_t *s,
 def header_cdef(text: str) -> str:
     """k2m.h's declarations in a form cffi's parser accepts."""
     text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    text = text.replace("\\\n", " ")  # a macro's continued lines are one line
     text = re.sub(r"#ifdef __cplusplus.*?#endif", "", text, flags=re.S)
     # preprocessor lines go, except integer #defines (array sizes in structs)
     keep = re.compile(r"\s*#define\s+K2M_\w+\s+\d+\s*$")
