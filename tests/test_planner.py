@@ -87,18 +87,23 @@ def test_chosen_plan_gives_the_same_bits_on_the_host(sep_model, tmp_path, monkey
     print(f"{dtype}: arena {plain.arena_bytes} -> {chosen.arena_bytes} B; {notes}")
 
 
-def test_chosen_plan_gives_the_same_bits_on_the_m4(sep_model, tmp_path, monkeypatch):
+def on_the_m4(path, x, tmp_path, monkeypatch):
+    """Both int8 exports (export_both) run on QEMU: (chosen plan's raw
+    outputs, plain plan's, the chosen plan's host build's)."""
     from exporter import target
     require_tool("arm-none-eabi-gcc", "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi")
     require_tool("qemu-system-arm", "apt-get install qemu-system-arm")
-    path, x = sep_model
     export_both(path, x, tmp_path, monkeypatch, "int8")
     c = host.load(tmp_path / "chosen", build_dir=tmp_path / "b1")
     raw = np.clip(np.floor(x / c.input_scale + 0.5) + c.input_zero_point, -128, 127).astype(np.int8)
-    on_m4 = target.run_on_qemu(tmp_path / "chosen", raw, build_dir=tmp_path / "q1")
-    plain_m4 = target.run_on_qemu(tmp_path / "plain", raw, build_dir=tmp_path / "q2")
+    return (target.run_on_qemu(tmp_path / "chosen", raw, build_dir=tmp_path / "q1"),
+            target.run_on_qemu(tmp_path / "plain", raw, build_dir=tmp_path / "q2"), c.invoke(raw))
+
+
+def test_chosen_plan_gives_the_same_bits_on_the_m4(sep_model, tmp_path, monkeypatch):
+    on_m4, plain_m4, on_host = on_the_m4(*sep_model, tmp_path, monkeypatch)
     np.testing.assert_array_equal(on_m4, plain_m4)
-    np.testing.assert_array_equal(on_m4, c.invoke(raw))  # QEMU equals host
+    np.testing.assert_array_equal(on_m4, on_host)  # QEMU equals host
 
 
 @pytest.fixture(scope="module")
@@ -144,17 +149,9 @@ def test_streamed_blocks_give_the_same_bits_on_the_host(resnet_model, tmp_path, 
 
 
 def test_streamed_blocks_give_the_same_bits_on_the_m4(resnet_model, tmp_path, monkeypatch):
-    from exporter import target
-    require_tool("arm-none-eabi-gcc", "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi")
-    require_tool("qemu-system-arm", "apt-get install qemu-system-arm")
-    path, x = resnet_model
-    export_both(path, x, tmp_path, monkeypatch, "int8")
-    c = host.load(tmp_path / "chosen", build_dir=tmp_path / "b1")
-    raw = np.clip(np.floor(x / c.input_scale + 0.5) + c.input_zero_point, -128, 127).astype(np.int8)
-    on_m4 = target.run_on_qemu(tmp_path / "chosen", raw, build_dir=tmp_path / "q1")
-    np.testing.assert_array_equal(on_m4, target.run_on_qemu(tmp_path / "plain", raw,
-                                                            build_dir=tmp_path / "q2"))
-    np.testing.assert_array_equal(on_m4, c.invoke(raw))
+    on_m4, plain_m4, on_host = on_the_m4(*resnet_model, tmp_path, monkeypatch)
+    np.testing.assert_array_equal(on_m4, plain_m4)
+    np.testing.assert_array_equal(on_m4, on_host)
 
 
 @pytest.mark.parametrize("case", ["input_read_elsewhere", "rows_overwritten_too_soon"])
